@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+import voc_dl  # noqa: F401  (resolvers)
+from voc_dl.data.synthetic import make_synthetic_voc
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_VOC = ROOT.parent / "shared" / "voc"
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A small synthetic VOCdevkit tree shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("voc")
+    make_synthetic_voc(root, "2009", n_images=48, seed=3)
+    return root
+
+
+@pytest.fixture
+def compose_cfg(tmp_path, synthetic_root):
+    """Compose conf/train.yaml (or another entry config) as the CLI would, writing into tmp_path."""
+
+    def _compose(overrides=(), config_name="train.yaml", n_images=48):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name=config_name, return_hydra_config=True, overrides=list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+            cfg.hydra.runtime.cwd = str(ROOT)
+            cfg.hydra.job.num = 0
+            cfg.paths.output_dir = str(tmp_path / "outputs")
+            cfg.data.cache_dir = str(tmp_path / "cache")
+            if cfg.data.get("synthetic"):
+                cfg.data.root = str(synthetic_root)
+                cfg.data.synthetic.n_images = n_images
+                cfg.data.synthetic.seed = 3
+            if "logger" in cfg and cfg.logger is not None:
+                pass
+        HydraConfig().set_config(cfg)
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()

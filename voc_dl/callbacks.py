@@ -1,0 +1,92 @@
+"""Callbacks every run uses: checkpoints, the per-epoch history file, a guard against NaN/Inf."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, rename: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all, so a kill mid-save never poisons a resume."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+
+def checkpoint(dirpath: str, monitor: str = "val/loss", mode: str = "min") -> ModelCheckpoint:
+    """best.ckpt (by `monitor`) and last.ckpt in the run folder."""
+    return ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_last=True,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+
+
+class MetricsHistory(Callback):
+    """One CSV row per epoch with every epoch-level metric: what figures and reports read."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.rows: list[dict] = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.path.exists() and trainer.ckpt_path:  # resumed: keep the epochs already recorded
+            with open(self.path) as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < trainer.current_epoch]
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        row = {"epoch": trainer.current_epoch}
+        for key, value in sorted(trainer.callback_metrics.items()):
+            if "/" in key and (value.numel() == 1 if torch.is_tensor(value) else True):
+                row[key] = float(value)
+        self.rows.append(row)
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, out.getvalue())
+
+
+class FiniteGuard(Callback):
+    """Stop at the first validation whose loss is NaN/Inf, before that epoch's checkpoint is written.
+
+    Checked once per epoch, not per step, so training has no extra host sync; the weights a NaN
+    step produces make the validation loss NaN too, and last.ckpt keeps the last good epoch.
+    """
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        loss = trainer.callback_metrics.get("val/loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise FloatingPointError(
+                f"val/loss is {float(loss)} at epoch {trainer.current_epoch}: training diverged. "
+                "The last good checkpoint is checkpoints/last.ckpt. Fix: lower model.optimizer.lr, "
+                "or use fp32=true to rule out precision"
+            )

@@ -1,0 +1,113 @@
+"""Start-up checks on a composed config, before any data is touched, and run-environment helpers.
+
+Each problem is one line that names the key, the value, and what is allowed, so a typo in a long
+sweep fails in a second instead of after an hour of decoding.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from voc_dl.data.voc import VOC_CLASSES, YEARS
+
+TASK_OF_MODEL = {
+    "voc_dl.tasks.reconstruction.ReconstructionTask": "reconstruction",
+    "voc_dl.tasks.classification.ClassificationTask": "classification",
+    "voc_dl.tasks.segmentation.SegmentationTask": "segmentation",
+}
+LOSSES = {"reconstruction": ("mse", "mae"), "segmentation": ("bce", "dice", "bce_dice")}
+CODE_SIZES = (2048, 4096, 8192)
+BACKBONES = ("alexnet", "resnet18", "resnet34", "resnet50", "vgg11_bn", "mobilenet_v3_small")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _allowed(key: str, value, allowed) -> ConfigError:
+    return ConfigError(f"{key}={value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError with one clear line for the first problem found."""
+    data, model = cfg.data, cfg.model
+    task = TASK_OF_MODEL.get(model.get("_target_"))
+    if task is None:
+        raise _allowed("model._target_", model.get("_target_"), TASK_OF_MODEL)
+    if data.task != task:
+        raise ConfigError(f"data.task={data.task!r} but model {model._target_.rsplit('.', 1)[-1]} trains "
+                          f"{task!r}. Fix: use experiment={'autoencoder' if task == 'reconstruction' else task} "
+                          f"or set data.task={task}")
+    if task == "reconstruction" and model.code_size not in CODE_SIZES:
+        raise _allowed("model.code_size", model.code_size, CODE_SIZES)
+    if task in LOSSES and model.loss not in LOSSES[task]:
+        raise _allowed("model.loss", model.loss, LOSSES[task])
+    net = model.get("net") or {}
+    if "backbone" in net and net.backbone not in BACKBONES:
+        raise _allowed("model.net.backbone", net.backbone, BACKBONES)
+    if net.get("code_size") is not None and net.code_size not in CODE_SIZES:
+        raise _allowed("model.net.code_size", net.code_size, CODE_SIZES)
+    lr = model.optimizer.get("lr")
+    if lr is None or not lr > 0:
+        raise ConfigError(f"model.optimizer.lr={lr} must be a positive number")
+    if task != "segmentation":
+        bad = [c for c in data.classes if c not in VOC_CLASSES]
+        if bad or not data.classes:
+            raise ConfigError(f"data.classes={list(data.classes)} holds unknown name(s) {bad}; "
+                              f"allowed: {', '.join(VOC_CLASSES)}")
+    if str(data.year) not in YEARS:
+        raise _allowed("data.year", data.year, YEARS)
+    if data.batch_size < 1:
+        raise ConfigError(f"data.batch_size={data.batch_size} must be at least 1")
+    if not 0 <= data.val_to_train < 1:
+        raise ConfigError(f"data.val_to_train={data.val_to_train} must be a fraction in [0, 1)")
+    for key, allowed in (("void", ("ignore", "background")), ("color", ("rgb", "gray")),
+                         ("on_bad_image", ("error", "skip"))):
+        if data[key] not in allowed:
+            raise _allowed(f"data.{key}", data[key], allowed)
+    if not data.synthetic and not data.download and not Path(data.root).is_dir():
+        raise ConfigError(f"data.root={data.root} does not exist. Fix: point data.root at the folder that "
+                          "holds VOCdevkit/, use dataset=synthetic, or add data.download=true")
+    if cfg.trainer.max_epochs is not None and cfg.trainer.max_epochs < 1:
+        raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs} must be at least 1")
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 on this CPU (AVX512-BF16 or AMX): then bf16 autocast is faster, not emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
+
+
+def resolve_precision(requested: str | int, fp32: bool, accelerator: str) -> str:
+    if fp32:
+        return "32-true"
+    if str(requested) != "auto":
+        return str(requested)
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_has_bf16() else "32-true"
+
+
+def hardware() -> dict:
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name(0)
+    else:
+        name = platform.processor() or "cpu"
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        info["device"] = f"CPU: {name} ({os.cpu_count()} cores)"
+    return info

@@ -1,0 +1,175 @@
+"""A small synthetic VOCdevkit tree, deterministic from a seed: the embedded default data.
+
+Each image holds one to three objects drawn as class-specific shapes (a cat is a head with ears, a
+motorbike two wheels and a frame, a bottle a body and neck, ...) on a textured background, so that the
+study's three tasks are learnable in a few epochs. The tree has everything voc-dl reads: JPEGs,
+Main lists for all 20 classes (with 0 = difficult-only flags for tiny objects), Segmentation lists and
+palette masks with the 255 void border. It is generated on first use and never committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from voc_dl.data.voc import VOC_CLASSES, VOID, voc_dir
+
+# Shapes for these classes; the others get a generic blob in a class-specific colour.
+DRAWN = ("cat", "motorbike", "bottle", "dog", "person", "car", "bird")
+MARKER = ".voc_dl_synthetic.json"
+
+
+def voc_palette() -> list[int]:
+    """The official VOC colour map (bit-interleaved), 256 RGB entries."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    base = rng.uniform(40, 200, size=3)
+    coarse = rng.normal(0, 30, size=(h // 16 + 2, w // 16 + 2, 3))
+    up = np.asarray(Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize((w, h), Image.BICUBIC),
+                    dtype=np.float32) - 128
+    yy, xx = np.mgrid[0:h, 0:w]
+    freq, angle = rng.uniform(0.05, 0.3), rng.uniform(0, np.pi)
+    stripes = 12 * np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)))[..., None]
+    noise = rng.normal(0, 6, size=(h, w, 3))
+    return np.clip(base + up + stripes + noise, 0, 255).astype(np.uint8)
+
+
+def _draw(draw: ImageDraw.ImageDraw, cls: str, box, fill) -> None:
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    if cls == "cat":  # round head with two pointed ears
+        draw.ellipse((x0, y0 + h * 0.3, x1, y1), fill=fill)
+        draw.polygon([(x0, y0 + h * 0.45), (x0 + w * 0.15, y0), (x0 + w * 0.4, y0 + h * 0.35)], fill=fill)
+        draw.polygon([(x1, y0 + h * 0.45), (x1 - w * 0.15, y0), (x1 - w * 0.4, y0 + h * 0.35)], fill=fill)
+    elif cls == "motorbike":  # two wheels joined by a frame
+        r = min(w * 0.28, h * 0.45)
+        draw.ellipse((x0, y1 - 2 * r, x0 + 2 * r, y1), outline=fill, width=max(2, int(r / 3)))
+        draw.ellipse((x1 - 2 * r, y1 - 2 * r, x1, y1), outline=fill, width=max(2, int(r / 3)))
+        draw.polygon([(x0 + r, y1 - r), (x0 + w * 0.45, y0), (x1 - r, y1 - r), (x0 + w * 0.55, y1 - r * 1.2)],
+                     fill=fill)
+    elif cls == "bottle":  # tall body and a narrow neck
+        draw.rectangle((x0 + w * 0.2, y0 + h * 0.35, x1 - w * 0.2, y1), fill=fill)
+        draw.rectangle((x0 + w * 0.4, y0, x1 - w * 0.4, y0 + h * 0.4), fill=fill)
+    elif cls == "dog":  # long body, head, legs
+        draw.rectangle((x0, y0 + h * 0.3, x1 - w * 0.25, y0 + h * 0.7), fill=fill)
+        draw.ellipse((x1 - w * 0.35, y0, x1, y0 + h * 0.45), fill=fill)
+        for fx in (0.05, 0.55):
+            draw.rectangle((x0 + w * fx, y0 + h * 0.6, x0 + w * (fx + 0.12), y1), fill=fill)
+    elif cls == "person":  # head over a torso
+        draw.ellipse((x0 + w * 0.3, y0, x1 - w * 0.3, y0 + h * 0.25), fill=fill)
+        draw.rectangle((x0 + w * 0.15, y0 + h * 0.25, x1 - w * 0.15, y1), fill=fill)
+    elif cls == "car":  # box body with a cabin
+        draw.rectangle((x0, y0 + h * 0.4, x1, y1 - h * 0.15), fill=fill)
+        draw.rectangle((x0 + w * 0.25, y0, x1 - w * 0.25, y0 + h * 0.45), fill=fill)
+        draw.ellipse((x0 + w * 0.1, y1 - h * 0.3, x0 + w * 0.3, y1), fill=fill)
+        draw.ellipse((x1 - w * 0.3, y1 - h * 0.3, x1 - w * 0.1, y1), fill=fill)
+    elif cls == "bird":
+        draw.polygon([(x0, y0 + h / 2), (x1, y0), (x1 - w * 0.3, y0 + h / 2), (x1, y1)], fill=fill)
+    else:
+        draw.rounded_rectangle(box, radius=min(w, h) / 4, fill=fill)
+
+
+def _colour(rng: np.random.Generator, cls: str) -> tuple[int, int, int]:
+    hue = VOC_CLASSES.index(cls) / len(VOC_CLASSES)
+    base = np.array([np.cos(2 * np.pi * (hue + k / 3)) for k in range(3)]) * 90 + 140
+    return tuple(int(v) for v in np.clip(base + rng.normal(0, 20, 3), 0, 255))
+
+
+def _make_image(rng: np.random.Generator, classes: list[str]):
+    w, h = int(rng.integers(150, 260)), int(rng.integers(120, 200))
+    img = Image.fromarray(_background(rng, w, h))
+    draw = ImageDraw.Draw(img)
+    mask = Image.new("L", (w, h), 0)
+    flags: dict[str, int] = {}
+    for cls in classes:
+        scale = rng.uniform(0.15, 0.6)
+        bw, bh = int(w * scale * rng.uniform(0.8, 1.2)), int(h * scale * rng.uniform(0.9, 1.4))
+        bw, bh = max(bw, 8), min(max(bh, 8), h - 2)
+        x0, y0 = int(rng.integers(0, max(1, w - bw))), int(rng.integers(0, max(1, h - bh)))
+        box = (x0, y0, x0 + bw, y0 + bh)
+        obj = Image.new("L", (w, h), 0)
+        _draw(ImageDraw.Draw(obj), cls, box, 255)
+        _draw(draw, cls, box, _colour(rng, cls))
+        inside = np.asarray(obj) > 0
+        # VOC draws a void band along object borders; do the same, 255 where the band leaves background.
+        band = (np.asarray(obj.filter(ImageFilter.MaxFilter(5))) > 0) & ~inside
+        m = np.asarray(mask).copy()
+        m[band & (m == 0)] = VOID
+        m[inside] = VOC_CLASSES.index(cls) + 1
+        mask = Image.fromarray(m)
+        tiny = inside.mean() < 0.02  # tiny objects are "difficult only" (flag 0) unless seen large too
+        flags[cls] = max(flags.get(cls, -1), 0 if tiny else 1)
+    return img, mask, flags
+
+
+def make_synthetic_voc(root: str | os.PathLike, year: str = "2009", n_images: int = 320, seed: int = 0) -> Path:
+    """Write (once) a synthetic VOCdevkit tree under `root`; returns the VOC<year> folder.
+
+    The tree is built in a temporary folder and renamed into place, so a killed generation leaves
+    nothing half-written; an existing tree with the same parameters is reused.
+    """
+    root = Path(root)
+    target = voc_dir(root, year)
+    params = {"year": str(year), "n_images": n_images, "seed": seed, "version": 1}
+    marker = target / MARKER
+    if marker.exists() and json.loads(marker.read_text()) == params:
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=target.parent))
+    try:
+        _write_tree(tmp, str(year), n_images, seed)
+        (tmp / MARKER).write_text(json.dumps(params))
+        os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _write_tree(base: Path, year: str, n_images: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Main", "ImageSets/Segmentation"):
+        (base / d).mkdir(parents=True)
+    palette = voc_palette()
+    weights = np.array([3, 3, 3, 2, 2, 1, 1], dtype=float)
+    splits: dict[str, list[str]] = {"train": [], "val": []}
+    flags_of: dict[str, dict[str, int]] = {}
+    for i in range(n_images):
+        image_id = f"{year}_{i:06d}"
+        n_obj = int(rng.choice([1, 1, 2, 2, 3]))
+        if rng.random() < 0.1:  # some images hold none of the study's classes
+            chosen = list(rng.choice(["car", "bird", "chair", "sheep"], size=n_obj))
+        else:
+            chosen = list(rng.choice(DRAWN, size=n_obj, p=weights / weights.sum()))
+        img, mask, flags = _make_image(rng, chosen)
+        img.save(base / "JPEGImages" / f"{image_id}.jpg", quality=92)
+        mask.putpalette(palette)
+        mask.save(base / "SegmentationClass" / f"{image_id}.png")
+        split = "train" if i % 2 == 0 else "val"
+        splits[split].append(image_id)
+        flags_of[image_id] = flags
+    for split, ids in [*splits.items(), ("trainval", splits["train"] + splits["val"])]:
+        (base / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+        (base / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+        for cls in VOC_CLASSES:
+            lines = "".join(f"{i} {flags_of[i].get(cls, -1):2d}\n" for i in ids)
+            (base / "ImageSets" / "Main" / f"{cls}_{split}.txt").write_text(lines)

@@ -1,0 +1,142 @@
+"""Multi-label classifiers of Section 2. Every net returns logits; the task applies the sigmoid."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from voc_dl.models.autoencoder import ConvEncoder
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+BACKBONES = ("alexnet", "resnet18", "resnet34", "resnet50", "vgg11_bn", "mobilenet_v3_small")
+
+
+class EncoderClassifier(nn.Module):
+    """The Section 1 encoder (8192-code) + one dense layer on the flattened code.
+
+    frozen: 8192 x C + C trainable parameters (24,579 for 3 classes); retrained from scratch the
+    encoder's 394,464 join them (419,043). Re-initialisation follows the study: random weights,
+    zero biases.
+    """
+
+    def __init__(self, num_classes: int = 3, code_size: int = 8192, freeze_encoder: bool = False,
+                 image_size: int = 128):
+        super().__init__()
+        self.encoder = ConvEncoder(code_size)
+        for m in self.encoder.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.zeros_(m.bias)
+        self.head = nn.Linear(code_size * (image_size // 128) ** 2, num_classes)
+        self.freeze_encoder = freeze_encoder
+        self.encoder.requires_grad_(not freeze_encoder)
+
+    def load_encoder(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load encoder weights (keys as in AutoEncoder.encoder); a mismatch names the source and the fix."""
+        try:
+            self.encoder.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            first = str(e).splitlines()[0]
+            raise ValueError(
+                f"model.encoder_ckpt={source} does not hold a {self.encoder.code_size}-code encoder "
+                f"({first}). Fix: point it at a Section 1 checkpoint trained with model.code_size="
+                f"{self.encoder.code_size}"
+            ) from None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.encoder(x), 1))
+
+
+class DeepCNN(nn.Module):
+    """The study's "simple classifier": 5 x (conv, batch-norm, ReLU, max-pool, dropout), pooled, dense."""
+
+    def __init__(self, num_classes: int = 3, filters=(32, 64, 128, 256, 256), dropout: float = 0.25,
+                 head_dropout: float = 0.5, in_channels: int = 3):
+        super().__init__()
+        blocks, cin = [], in_channels
+        for cout in filters:
+            blocks.append(nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.MaxPool2d(2), nn.Dropout(dropout)))
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        # Global average pooling keeps the head small, so the head is not where it overfits.
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(head_dropout),
+                                  nn.Linear(cin, num_classes))
+
+    def conv_weights(self, blocks) -> list[nn.Parameter]:
+        """Kernels of the given blocks (0-based), the ones that get L2 regularisation."""
+        return [self.blocks[i][0].weight for i in blocks]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x))
+
+
+def load_backbone_weights(name: str, weights: str | None) -> dict[str, torch.Tensor] | None:
+    """A state dict from a torchvision weight enum name (downloaded and cached) or a local file."""
+    if weights in (None, "", "none", "random"):
+        return None
+    path = Path(str(weights)).expanduser()
+    if path.suffix in (".pt", ".pth", ".ckpt", ".bin") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"model.weights={weights}: no such file. Fix: give a saved state_dict "
+                                    "file or a torchvision weight name such as IMAGENET1K_V1")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return state.get("state_dict", state) if isinstance(state, dict) else state
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(name)
+    if weights not in enum.__members__:
+        raise ValueError(f"model.weights={weights!r} is not a weight of {name}; allowed: "
+                         f"{', '.join(enum.__members__)}, or a path to a state_dict file")
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(60)  # a dead network fails in a minute instead of hanging
+    try:
+        return enum[weights].get_state_dict(progress=True)
+    except Exception as e:
+        raise RuntimeError(f"downloading {name} weights {weights} failed ({e}). Fix: check the network, or "
+                           "download them elsewhere and set model.weights=/path/to/state_dict.pth") from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+class PretrainedClassifier(nn.Module):
+    """A torchvision backbone (ImageNet-normalised input) and a small dense head."""
+
+    def __init__(self, num_classes: int = 3, backbone: str = "resnet18", weights: str | None = "IMAGENET1K_V1",
+                 freeze: bool = True, hidden: int = 256, dropout: float = 0.5):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"model.net.backbone={backbone!r}; allowed: {', '.join(BACKBONES)}")
+        from torchvision.models import get_model
+
+        net = get_model(backbone, weights=None)
+        state = load_backbone_weights(backbone, weights)
+        if state is not None:
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as e:
+                raise ValueError(f"model.weights={weights} does not fit {backbone}: "
+                                 f"{str(e).splitlines()[0]}") from None
+        if hasattr(net, "fc"):  # resnets
+            features, net.fc = net.fc.in_features, nn.Identity()
+        else:  # alexnet, vgg, mobilenet: keep the classifier up to its last layer
+            features = net.classifier[-1].in_features
+            net.classifier[-1] = nn.Identity()
+        self.backbone, self.freeze = net, freeze
+        self.backbone.requires_grad_(not freeze)
+        self.head = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                                  nn.Linear(hidden, num_classes))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze:  # a frozen backbone keeps its batch-norm statistics and has no dropout
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone((x - self.mean) / self.std))

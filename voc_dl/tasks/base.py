@@ -1,0 +1,80 @@
+"""What the three LightningModules share: optimiser from config, memory format, image grids."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torchvision.utils import make_grid
+
+
+class VOCTask(pl.LightningModule):
+    #: the metric checkpoints and early stopping follow, and the one-line summary reports
+    monitor, monitor_mode, key_metric = "val/loss", "min", "val/loss"
+
+    def __init__(
+        self,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., object] | None = None,
+        channels_last: bool = True,
+        image_log_every_n_epochs: int = 5,
+        compile: bool = False,
+    ):
+        super().__init__()
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.channels_last = channels_last
+        self.image_log_every_n_epochs = image_log_every_n_epochs
+        self.compile_net = compile
+        self._val_sample: tuple | None = None
+
+    # -- memory format --------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.compile_net:
+            self.net = torch.compile(self.net)
+
+    def on_fit_start(self) -> None:
+        # Conv nets run fastest with NHWC on both oneDNN (CPU) and cuDNN; the loader already yields NHWC.
+        self.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    # -- optimisation -----------------------------------------------------------------------------------
+    def param_groups(self) -> list[dict] | list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        params = self.param_groups()
+        if not params:
+            raise ValueError("the model has no trainable parameters: check model.net freeze settings")
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch",
+                                                         "monitor": self.monitor}}
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # -- TensorBoard images ---------------------------------------------------------------------------
+    def keep_val_sample(self, batch_idx: int, *tensors: torch.Tensor, n: int = 8) -> None:
+        if batch_idx == 0:
+            self._val_sample = tuple(t[:n].detach().float().cpu() for t in tensors)
+
+    def should_log_images(self) -> bool:
+        every = self.image_log_every_n_epochs
+        last = self.trainer.max_epochs is not None and self.current_epoch == self.trainer.max_epochs - 1
+        return (bool(every) and not self.trainer.sanity_checking and self._val_sample is not None
+                and (self.current_epoch % every == 0 or last))
+
+    def log_grid(self, tag: str, rows: list[torch.Tensor]) -> None:
+        """One grid, a row per tensor (N, C, H, W) in [0, 1], to every TensorBoard logger."""
+        n = rows[0].shape[0]
+        rows = [r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r for r in rows]
+        grid = make_grid(torch.cat(rows).clamp(0, 1), nrow=n, padding=2)
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(tag, grid, self.current_epoch)

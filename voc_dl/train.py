@@ -1,0 +1,127 @@
+"""Train one experiment: `python -m voc_dl.train experiment=autoencoder [overrides]` (add -m to sweep).
+
+Each run folder ends with `metrics.json` (status, final validation metrics of the best checkpoint,
+epochs, wall time, hardware, overrides), `history.csv`, checkpoints and TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+import voc_dl  # noqa: F401  (registers the config resolvers)
+from voc_dl.callbacks import AtomicCheckpointIO, atomic_write_text
+from voc_dl.config import hardware, resolve_precision, validate
+
+log = logging.getLogger("voc_dl")
+
+
+def _floats(metrics: dict) -> dict:
+    return {k: float(v) for k, v in sorted(metrics.items()) if "/" in k and (not torch.is_tensor(v) or v.numel() == 1)}
+
+
+def _overrides() -> list[str]:
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # composed outside a Hydra app (tests)
+        return []
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path=last: no {last}. Fix: resume in the interrupted run's folder with "
+                f"hydra.run.dir=<that folder> ckpt_path=last (see README, 'Resume')")
+        return str(last)
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file")
+    return ckpt_path
+
+
+def build(cfg: DictConfig):
+    """Instantiate datamodule, task, callbacks, loggers and trainer from a composed config."""
+    validate(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    precision = resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if cfg.fp32:
+        model_cfg["channels_last"] = False
+    model = hydra.utils.instantiate(model_cfg)
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer = hydra.utils.instantiate(cfg.trainer, precision=precision, callbacks=callbacks,
+                                      logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> dict:
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    result = {"status": "running", "task_name": cfg.task_name, "overrides": _overrides(), "seed": cfg.seed,
+              "run_dir": str(run_dir), "hardware": hardware()}
+    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    try:
+        datamodule, model, trainer = build(cfg)
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+        n_params = model.trainable_parameters()
+        log.info("%s: %s trainable parameters (%s)", type(model.net).__name__, f"{n_params:,}",
+                 ", ".join(f"{k}={v}" for k, v in cfg.model.items() if k in ("code_size", "loss")) or "-")
+        result.update(model=type(model.net).__name__, trainable_params=n_params,
+                      precision=str(trainer.precision), max_epochs=cfg.trainer.max_epochs)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        last = _floats(trainer.callback_metrics)
+        ckpt_cb = trainer.checkpoint_callback
+        best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+        val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+        best_epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"] if best else None
+        result.update(
+            status="ok", epochs=trainer.current_epoch, best_epoch=best_epoch, best_ckpt=best,
+            val=_floats(val), last=last, data=datamodule.info, wall_time_s=round(time.time() - started, 1),
+        )
+        for logger in trainer.loggers:  # the HParams tab compares sweep jobs by their final metrics
+            logger.log_hyperparams({o.split("=", 1)[0]: o.split("=", 1)[1] for o in result["overrides"] if "=" in o}
+                                   | {"task": cfg.task_name}, {f"final/{k}": v for k, v in result["val"].items()})
+        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+        key = model.key_metric
+        log.info("done: %s=%.4f (best epoch %s of %s) | checkpoint %s | run folder %s", key,
+                 result["val"].get(key, float("nan")), best_epoch, result["epochs"], best, run_dir)
+        return result
+    except BaseException as e:
+        result.update(status="failed" if not isinstance(e, KeyboardInterrupt) else "interrupted",
+                      error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
+                      wall_time_s=round(time.time() - started, 1))
+        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+        raise
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        result = train(cfg)
+    except Exception as e:
+        # In a sweep one failing job must not take the others down: record it and go on.
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("job failed (recorded in %s/metrics.json): %s", cfg.paths.run_dir, e)
+            return None
+        raise
+    return result["val"].get("val/loss")
+
+
+if __name__ == "__main__":
+    main()
