@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from voc_dl.data.voc import VOC_CLASSES, YEARS
 
@@ -36,6 +36,13 @@ def _allowed(key: str, value, allowed) -> ConfigError:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError with one clear line for the first problem found."""
     data, model = cfg.data, cfg.model
+    missing = sorted(OmegaConf.missing_keys(model))
+    if "model.encoder_ckpt" in missing:
+        raise ConfigError("model.encoder_ckpt is required by this model: the trained 8192-code encoder of "
+                          "Section 1. Fix: model.encoder_ckpt=<run>/checkpoints/best.ckpt of experiment=autoencoder "
+                          "model.code_size=8192 (make autoencoder trains one)")
+    if missing:
+        raise ConfigError(f"missing config value(s): {', '.join(missing)}")
     task = TASK_OF_MODEL.get(model.get("_target_"))
     if task is None:
         raise _allowed("model._target_", model.get("_target_"), TASK_OF_MODEL)

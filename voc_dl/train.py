@@ -16,6 +16,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -52,16 +53,26 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return ckpt_path
 
 
+def instantiate(config, **kwargs):
+    """hydra.utils.instantiate, raising the underlying error so its message reaches the user first."""
+    try:
+        return hydra.utils.instantiate(config, **kwargs)
+    except InstantiationException as e:
+        raise (e.__cause__ or e) from None
+
+
 def build(cfg: DictConfig):
     """Instantiate datamodule, task, callbacks, loggers and trainer from a composed config."""
     validate(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     precision = resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = instantiate(cfg.data)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if cfg.fp32:
         model_cfg["channels_last"] = False
-    model = hydra.utils.instantiate(model_cfg)
+    model = instantiate(model_cfg, _convert_="all")
+    # Saved into every checkpoint, so `voc_dl.eval` can rebuild the network from the file alone.
+    model.run_config = {"model": model_cfg, "data": OmegaConf.to_container(cfg.data, resolve=True)}
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer = hydra.utils.instantiate(cfg.trainer, precision=precision, callbacks=callbacks,

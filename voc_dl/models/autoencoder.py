@@ -26,6 +26,27 @@ def check_code_size(code_size: int) -> int:
     return CODE_DEPTH[code_size]
 
 
+INITS = ("keras", "torch")
+
+
+def init_weights(module: nn.Module, init: str) -> nn.Module:
+    """'keras': Glorot-uniform kernels and zero biases, the defaults of the framework the study used.
+
+    PyTorch's default (Kaiming-uniform with a=sqrt(5)) starts these plain ReLU stacks with
+    activations that shrink layer by layer; the study-faithful nets train as reported only with
+    Keras' initialisation. 'torch' keeps PyTorch's default.
+    """
+    if init not in INITS:
+        raise ValueError(f"model init={init!r}; allowed: {', '.join(INITS)}")
+    if init == "keras":
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    return module
+
+
 def conv(cin: int, cout: int, norm: bool = False) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=not norm)]
     if norm:
@@ -63,10 +84,11 @@ class ConvDecoder(nn.Sequential):
 
 
 class AutoEncoder(nn.Module):
-    def __init__(self, code_size: int = 8192, channels: int = 3, norm: bool = False):
+    def __init__(self, code_size: int = 8192, channels: int = 3, norm: bool = False, init: str = "keras"):
         super().__init__()
         self.encoder = ConvEncoder(code_size, channels, norm)
         self.decoder = ConvDecoder(code_size, channels, norm)
+        init_weights(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from voc_dl.models.autoencoder import ConvEncoder
+from voc_dl.models.autoencoder import ConvEncoder, init_weights
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BACKBONES = ("alexnet", "resnet18", "resnet34", "resnet50", "vgg11_bn", "mobilenet_v3_small")
@@ -23,25 +23,26 @@ class EncoderClassifier(nn.Module):
     """
 
     def __init__(self, num_classes: int = 3, code_size: int = 8192, freeze_encoder: bool = False,
-                 image_size: int = 128):
+                 image_size: int = 128, init: str = "keras"):
         super().__init__()
         self.encoder = ConvEncoder(code_size)
-        for m in self.encoder.modules():
+        self.head = nn.Linear(code_size * (image_size // 128) ** 2, num_classes)
+        init_weights(self, init)
+        for m in self.encoder.modules():  # the study: "random weights, zero biases" whatever the init
             if isinstance(m, nn.Conv2d):
                 nn.init.zeros_(m.bias)
-        self.head = nn.Linear(code_size * (image_size // 128) ** 2, num_classes)
         self.freeze_encoder = freeze_encoder
         self.encoder.requires_grad_(not freeze_encoder)
 
-    def load_encoder(self, state: dict[str, torch.Tensor], source: str) -> None:
+    def load_encoder(self, state: dict[str, torch.Tensor], source: str, code_size: int | None = None) -> None:
         """Load encoder weights (keys as in AutoEncoder.encoder); a mismatch names the source and the fix."""
         try:
             self.encoder.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            first = str(e).splitlines()[0]
+            found = f"it holds a {code_size}-code encoder" if code_size else str(e).splitlines()[1].strip()
             raise ValueError(
                 f"model.encoder_ckpt={source} does not hold a {self.encoder.code_size}-code encoder "
-                f"({first}). Fix: point it at a Section 1 checkpoint trained with model.code_size="
+                f"({found}). Fix: point it at a Section 1 checkpoint trained with model.code_size="
                 f"{self.encoder.code_size}"
             ) from None
 

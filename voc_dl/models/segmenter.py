@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from voc_dl.models.autoencoder import conv
+from voc_dl.models.autoencoder import conv, init_weights
 
 
 class SegNet(nn.Module):
@@ -15,7 +15,7 @@ class SegNet(nn.Module):
     channel: a logit whose sigmoid is the foreground probability.
     """
 
-    def __init__(self, in_channels: int = 1, filters=(256, 128, 64, 32), dropout: float = 0.5):
+    def __init__(self, in_channels: int = 1, filters=(256, 128, 64, 32), dropout: float = 0.5, init: str = "keras"):
         super().__init__()
         f1, f2, f3, f4 = filters
         self.encoder = nn.Sequential(
@@ -30,6 +30,7 @@ class SegNet(nn.Module):
             *conv(f3, f2), nn.Upsample(scale_factor=2),
             nn.Conv2d(f2, 1, 3, padding=1),
         )
+        init_weights(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

@@ -29,6 +29,10 @@ class VOCTask(pl.LightningModule):
         self.compile_net = compile
         self._val_sample: tuple | None = None
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if getattr(self, "run_config", None):
+            checkpoint["voc_dl"] = self.run_config
+
     # -- memory format --------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if self.compile_net:

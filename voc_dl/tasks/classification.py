@@ -46,19 +46,19 @@ class ClassificationTask(VOCTask):
 
     def __init__(self, net: nn.Module, num_classes: int, encoder_ckpt: str | None = None,
                  augment: bool = False, l2: float = 0.0, l2_blocks: tuple[int, ...] = (),
-                 early_stopping_patience: int | None = None, **kwargs):
+                 early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         if encoder_ckpt:
             if not hasattr(net, "load_encoder"):
                 raise ValueError(f"model.encoder_ckpt is set but model.net ({type(net).__name__}) has no "
                                  "autoencoder encoder. Fix: use model=frozen_encoder or unset encoder_ckpt")
-            state, _ = load_encoder_state(encoder_ckpt)
-            net.load_encoder(state, str(encoder_ckpt))
+            state, code_size = load_encoder_state(encoder_ckpt)
+            net.load_encoder(state, str(encoder_ckpt), code_size)
         self.net, self.num_classes = net, num_classes
         self.augment = augmentation(128) if augment else None
         self.l2, self.l2_blocks = l2, tuple(l2_blocks)
-        self.early_stopping_patience = early_stopping_patience
+        self.early_stopping_patience, self.early_stopping_min_delta = early_stopping_patience, early_stopping_min_delta
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.train_logloss, self.val_logloss = MeanMetric(), MeanMetric()
@@ -66,7 +66,8 @@ class ClassificationTask(VOCTask):
     def configure_callbacks(self):
         if not self.early_stopping_patience:
             return []
-        return [EarlyStopping(monitor="val/loss", mode="min", patience=self.early_stopping_patience)]
+        return [EarlyStopping(monitor="val/loss", mode="min", patience=self.early_stopping_patience,
+                              min_delta=self.early_stopping_min_delta)]
 
     def param_groups(self):
         """L2 (coupled weight decay, as Keras' kernel_regularizer) only on the chosen conv kernels."""

@@ -1,0 +1,98 @@
+"""Configs compose for every group option, and bad values fail at start-up with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF, ROOT
+from voc_dl.config import ConfigError, resolve_precision, validate
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+MODELS = {
+    "autoencoder": ["autoencoder"], "autoencoder_improved": ["autoencoder_improved"],
+    "classification": ["deep_cnn", "encoder", "frozen_encoder", "pretrained"], "segmentation": ["segnet", "unet"],
+}
+
+
+def test_every_experiment_is_covered():
+    assert set(EXPERIMENTS) == set(MODELS)
+
+
+@pytest.mark.parametrize("group", ["data", "dataset", "callbacks", "logger", "trainer", "debug", "paths"])
+def test_every_group_option_composes(compose_cfg, group):
+    for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+        cfg = compose_cfg([f"{group}={option}"])
+        OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_and_model_composes_and_validates(compose_cfg, experiment, tmp_path):
+    for model in MODELS[experiment]:
+        extra = [f"model.encoder_ckpt={tmp_path}/x.ckpt"] if model == "frozen_encoder" else []
+        cfg = compose_cfg([f"experiment={experiment}", f"model={model}", *extra])
+        validate(cfg)
+        resolved = OmegaConf.to_container(cfg.model, resolve=True)
+        assert resolved["_target_"].startswith("voc_dl.tasks.")
+        assert cfg.task_name == experiment
+
+
+def test_shared_voc_preset_selects_the_stand_in_classes(compose_cfg):
+    cfg = compose_cfg(["experiment=classification", "dataset=shared_voc"])
+    assert list(cfg.data.classes) == ["cat", "dog", "person"] and cfg.data.year == 2012
+    assert cfg.data.root.endswith("shared/voc") and cfg.model.num_classes == 3
+    cfg = compose_cfg(["experiment=classification", "data.classes=[cat,dog,person,car,bus]"])
+    assert cfg.model.num_classes == 5 and cfg.model.net.num_classes == 5
+
+
+def test_cfg_job_prints_the_composed_config():
+    out = subprocess.run([sys.executable, "-m", "voc_dl.train", "experiment=segmentation", "model.loss=bce",
+                          "--cfg", "job"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    cfg = OmegaConf.create(out.stdout)
+    assert cfg.model.loss == "bce" and cfg.data.task == "segmentation" and cfg.data.image_size == 64
+
+
+@pytest.mark.parametrize("override, message", [
+    (["model.code_size=1000"], r"model.code_size=1000 is not allowed; allowed: 2048, 4096, 8192"),
+    (["model.loss=huber"], r"model.loss='huber' is not allowed; allowed: mse, mae"),
+    (["model.optimizer.lr=-0.1"], r"model.optimizer.lr=-0.1 must be a positive number"),
+    (["data.classes=[cat,kitten]"], r"data.classes=\['cat', 'kitten'\] holds unknown name\(s\) \['kitten'\]"),
+    (["dataset=voc2009", "data.root=/no/such/dir"], r"data.root=/no/such/dir does not exist"),
+    (["data.task=segmentation"], r"data.task='segmentation' but model ReconstructionTask trains 'reconstruction'"),
+    (["data.void=keep"], r"data.void='keep' is not allowed; allowed: ignore, background"),
+    (["data.year=2020"], r"data.year=2020 is not allowed; allowed: 2007"),
+    (["data.val_to_train=1.5"], r"data.val_to_train=1.5 must be a fraction"),
+    (["trainer.max_epochs=0"], r"trainer.max_epochs=0 must be at least 1"),
+])
+def test_bad_values_give_one_clear_line(compose_cfg, override, message):
+    cfg = compose_cfg(["experiment=autoencoder", *override])
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("override, message", [
+    (["experiment=segmentation", "model.loss=focal"],
+     r"model.loss='focal' is not allowed; allowed: bce, dice, bce_dice"),
+    (["experiment=classification", "model=pretrained", "model.net.backbone=vgg99"],
+     r"model.net.backbone='vgg99' is not allowed; allowed: alexnet, resnet18"),
+    (["experiment=classification", "model=frozen_encoder"], r"model.encoder_ckpt is required"),
+])
+def test_bad_values_of_other_sections(compose_cfg, override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_cfg(override))
+
+
+def test_misspelt_key_is_refused_by_hydra():
+    out = subprocess.run([sys.executable, "-m", "voc_dl.train", "experiment=autoencoder", "model.code_sise=2048",
+                          "--cfg", "job"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Could not override 'model.code_sise'" in out.stderr
+
+
+def test_precision_switch():
+    assert resolve_precision("auto", fp32=True, accelerator="auto") == "32-true"
+    assert resolve_precision("16-mixed", fp32=False, accelerator="gpu") == "16-mixed"
+    assert resolve_precision("auto", fp32=False, accelerator="cpu") in ("bf16-mixed", "32-true")

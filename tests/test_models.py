@@ -1,0 +1,107 @@
+"""Networks: the study's shapes and parameter counts, and that training steps lower each loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from voc_dl.models.autoencoder import AutoEncoder, ConvEncoder
+from voc_dl.models.classifiers import DeepCNN, EncoderClassifier, PretrainedClassifier
+from voc_dl.models.segmenter import SegNet, UNet
+
+
+def trainable(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("code_size, channels", [(2048, 8), (4096, 16), (8192, 32)])
+def test_code_has_exactly_code_size_elements(code_size, channels):
+    code = ConvEncoder(code_size)(torch.zeros(2, 3, 128, 128))
+    assert code.shape == (2, channels, 16, 16) and code[0].numel() == code_size
+    assert AutoEncoder(code_size)(torch.rand(2, 3, 128, 128)).shape == (2, 3, 128, 128)
+
+
+def test_8192_encoder_has_394464_parameters():
+    assert trainable(ConvEncoder(8192)) == 394_464
+
+
+@pytest.mark.parametrize("bad", [1024, 3000, 16384])
+def test_impossible_code_size_is_rejected_with_the_allowed_values(bad):
+    with pytest.raises(ValueError, match=rf"model.code_size={bad} .* allowed: 2048, 4096, 8192"):
+        AutoEncoder(bad)
+
+
+def test_reconstruction_is_a_sigmoid_output():
+    y = AutoEncoder(4096)(torch.randn(1, 3, 128, 128) * 10)
+    assert 0 <= y.min() and y.max() <= 1
+
+
+def test_classifier_parameter_counts_match_the_study():
+    assert trainable(EncoderClassifier(3, freeze_encoder=True)) == 24_579
+    assert trainable(EncoderClassifier(3, freeze_encoder=False)) == 419_043
+    assert trainable(EncoderClassifier(20, freeze_encoder=True)) == 8192 * 20 + 20
+
+
+def test_retrained_encoder_starts_with_zero_biases():
+    enc = EncoderClassifier(3).encoder
+    biases = [m.bias for m in enc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert biases and all(torch.count_nonzero(b) == 0 for b in biases)
+
+
+@pytest.mark.parametrize("classes", [3, 20])
+@pytest.mark.parametrize("make", [
+    lambda c: EncoderClassifier(c, freeze_encoder=True),
+    lambda c: DeepCNN(c),
+    lambda c: PretrainedClassifier(c, "resnet18", weights=None),
+    lambda c: PretrainedClassifier(c, "alexnet", weights=None),
+], ids=["frozen_encoder", "deep_cnn", "resnet18", "alexnet"])
+def test_classifier_forward_shapes(make, classes):
+    assert make(classes)(torch.rand(2, 3, 128, 128)).shape == (2, classes)
+
+
+def test_frozen_parameters_stay_unchanged_after_an_optimizer_step():
+    net = EncoderClassifier(3, freeze_encoder=True)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(net(torch.rand(4, 3, 128, 128)), torch.ones(4, 3))
+    loss.backward()
+    opt.step()
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+
+
+def test_pretrained_backbone_from_a_local_state_dict(tmp_path):
+    from torchvision.models import resnet18
+
+    ref = resnet18(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "r18.pth")
+    net = PretrainedClassifier(3, "resnet18", weights=str(tmp_path / "r18.pth"), freeze=True)
+    assert torch.equal(net.backbone.conv1.weight, ref.conv1.weight)
+    assert trainable(net) == 512 * 256 + 256 + 256 * 3 + 3
+    net.train()
+    assert not net.backbone.training, "a frozen backbone keeps its batch-norm statistics"
+
+
+def test_pretrained_weights_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"model.weights=.*missing.pth: no such file"):
+        PretrainedClassifier(3, "resnet18", weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(ValueError, match=r"'IMAGENET_V9' is not a weight of resnet18; allowed: IMAGENET1K"):
+        PretrainedClassifier(3, "resnet18", weights="IMAGENET_V9")
+    from torchvision.models import alexnet
+    torch.save(alexnet(weights=None).state_dict(), tmp_path / "alex.pth")
+    with pytest.raises(ValueError, match=r"does not fit resnet18"):
+        PretrainedClassifier(3, "resnet18", weights=str(tmp_path / "alex.pth"))
+    with pytest.raises(ValueError, match=r"model.net.backbone='vgg99'"):
+        PretrainedClassifier(3, "vgg99", weights=None)
+
+
+@pytest.mark.parametrize("net", [SegNet(), UNet()], ids=["segnet", "unet"])
+def test_segmenters_give_one_logit_per_pixel(net):
+    assert net(torch.rand(2, 1, 64, 64)).shape == (2, 1, 64, 64)
+
+
+def test_segnet_follows_the_study_widths():
+    convs = [m for m in SegNet().modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [256, 128, 64, 32, 32, 64, 128, 1]
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in SegNet().encoder)

@@ -1,0 +1,168 @@
+"""End to end: every experiment smoke-runs, runs write their results, a sweep runs, losses go down."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+from tests.test_configs import MODELS
+from voc_dl.eval import evaluate
+from voc_dl.tasks.classification import ClassificationTask
+from voc_dl.tasks.reconstruction import ReconstructionTask
+from voc_dl.tasks.segmentation import SegmentationTask
+from voc_dl.train import train
+
+SMALL = ["data.batch_size=4"]
+
+
+def tiny_ae(compose_cfg, tmp_path, code_size=8192):
+    cfg = compose_cfg(["experiment=autoencoder", f"model.code_size={code_size}", "debug=tiny", *SMALL])
+    return train(cfg)
+
+
+@pytest.mark.parametrize("experiment, model", [(e, m) for e, ms in MODELS.items() for m in ms
+                                               if m != "frozen_encoder"])
+def test_every_experiment_runs_with_fast_dev_run(compose_cfg, experiment, model):
+    extra = ["model.net.weights=null"] if model == "pretrained" else []
+    result = train(compose_cfg([f"experiment={experiment}", f"model={model}", "debug=fast", *SMALL, *extra]))
+    assert result["status"] == "ok" and result["val"]["val/loss"] == result["val"]["val/loss"]
+
+
+def test_tiny_run_writes_metrics_history_checkpoints_and_events(compose_cfg, tmp_path):
+    result = tiny_ae(compose_cfg, tmp_path)
+    run = tmp_path / "run"
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["status"] == "ok" and saved["epochs"] == 2 and saved["trainable_params"] == 788_899
+    assert set(saved["val"]) >= {"val/mse", "val/mae", "val/psnr", "val/ssim", "val/loss"}
+    assert saved["val"] == result["val"] and 0 < saved["val"]["val/mse"] < 1
+    history = (run / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,") and "train/loss" in history[0] and "val/mse" in history[0]
+    assert len(history) == 3
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    assert {"train/loss", "val/mse", "val/mae", "val/psnr", "val/ssim"} <= set(acc.Tags()["scalars"])
+    assert "val/reconstructions" in acc.Tags()["images"]
+
+
+def test_frozen_encoder_loads_a_real_section1_checkpoint(compose_cfg, tmp_path):
+    tiny_ae(compose_cfg, tmp_path)
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    cfg = compose_cfg(["experiment=classification", "model=frozen_encoder", f"model.encoder_ckpt={ckpt}",
+                       "debug=fast", *SMALL])
+    import hydra
+    from omegaconf import OmegaConf
+    task = hydra.utils.instantiate(OmegaConf.to_container(cfg.model, resolve=True), _convert_="all")
+    assert task.trainable_parameters() == 24_579
+    assert torch.equal(task.net.encoder[0].weight, state["net.encoder.0.weight"])
+    assert train(cfg)["status"] == "ok"
+
+
+def test_frozen_encoder_refuses_another_architecture(compose_cfg, tmp_path):
+    tiny_ae(compose_cfg, tmp_path, code_size=2048)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    cfg = compose_cfg(["experiment=classification", "model=frozen_encoder", f"model.encoder_ckpt={ckpt}",
+                       "debug=fast", *SMALL])
+    with pytest.raises(ValueError, match=r"does not hold a 8192-code encoder.*model.code_size=8192"):
+        train(cfg)
+    cfg = compose_cfg(["experiment=classification", "model=frozen_encoder",
+                       f"model.encoder_ckpt={tmp_path}/nope.ckpt", "debug=fast", *SMALL])
+    with pytest.raises(FileNotFoundError, match=r"nope.ckpt: no such file.*make autoencoder"):
+        train(cfg)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_eval_scores_a_checkpoint_on_another_split(compose_cfg, tmp_path):
+    cfg = compose_cfg(["experiment=segmentation", "debug=tiny", *SMALL])
+    train(cfg)
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    ecfg = compose_cfg([f"ckpt_path={ckpt}", "split=train"], config_name="eval.yaml")
+    result = evaluate(ecfg)
+    assert result["status"] == "ok" and result["split"] == "train"
+    assert {"val/dice", "val/iou", "val/dice_per_image"} <= set(result["val"])
+    assert result["data"]["task"] == "segmentation" and result["data"]["image_shape"] == [1, 64, 64]
+
+
+def test_early_stopping_stops_on_a_plateau(compose_cfg):
+    cfg = compose_cfg(["experiment=classification", "model=deep_cnn", "model.early_stopping_patience=1",
+                       "model.early_stopping_min_delta=100", "trainer.max_epochs=6", "+trainer.limit_train_batches=1",
+                       "+trainer.limit_val_batches=1", *SMALL])
+    result = train(cfg)
+    assert result["epochs"] == 2, "no improvement of at least min_delta after epoch 0: stop after patience=1"
+
+
+def test_autoencoder_sweep_runs_six_jobs_named_by_overrides(tmp_path, synthetic_root):
+    cmd = [sys.executable, "-m", "voc_dl.train", "-m", "experiment=autoencoder",
+           "model.code_size=2048,4096,8192", "model.loss=mse,mae", "debug=fast", "data.batch_size=2",
+           f"data.root={synthetic_root}", "data.synthetic.n_images=48", "data.synthetic.seed=3",
+           f"data.cache_dir={tmp_path}/cache", f"hydra.sweep.dir={tmp_path}/sweep"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == sorted(f"model.code_size={c},model.loss={loss}" for c in (2048, 4096, 8192)
+                          for loss in ("mse", "mae"))
+    for job in jobs:
+        metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
+        assert metrics["status"] == "ok", metrics.get("error")
+
+
+def overfit(task, batch, steps=12):
+    opt = task.configure_optimizers()
+    task.train()
+    losses = []
+    for _ in range(steps):
+        out = task.training_step(batch, 0)
+        opt.zero_grad()
+        out.backward()
+        opt.step()
+        losses.append(out.item())
+    return losses
+
+
+def adam(params):
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+@pytest.mark.parametrize("loss", ["mse", "mae"])
+def test_autoencoder_steps_lower_the_loss(loss):
+    torch.manual_seed(0)
+    task = ReconstructionTask(code_size=8192, loss=loss, optimizer=adam, channels_last=False)
+    task.log = task.log_dict = lambda *a, **k: None
+    x = torch.rand(2, 3, 16, 16).repeat_interleave(8, -1).repeat_interleave(8, -2)  # smooth 128x128 images
+    losses = overfit(task, x, steps=10)
+    assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("loss", ["bce", "dice", "bce_dice"])
+def test_segmentation_steps_lower_the_loss(loss):
+    from voc_dl.models.segmenter import SegNet
+
+    torch.manual_seed(0)
+    task = SegmentationTask(SegNet(filters=(32, 16, 16, 8)), loss=loss, optimizer=adam, channels_last=False)
+    task.log = task.log_dict = lambda *a, **k: None
+    mask = torch.zeros(4, 1, 64, 64, dtype=torch.uint8)
+    mask[:, :, 16:48, 16:48] = 1
+    mask[:, :, 15, 16:48] = 255
+    x = mask.float().clamp(max=1) * 0.6 + 0.2 + 0.05 * torch.randn(4, 1, 64, 64)
+    losses = overfit(task, (x, mask), steps=15)
+    assert losses[-1] < 0.9 * losses[0]
+
+
+def test_classification_steps_lower_the_loss():
+    from voc_dl.models.classifiers import DeepCNN
+
+    torch.manual_seed(0)
+    task = ClassificationTask(DeepCNN(3, filters=(8, 8, 16, 16, 16), dropout=0.0, head_dropout=0.0), 3,
+                              optimizer=adam, channels_last=False)
+    task.log = task.log_dict = lambda *a, **k: None
+    x, y = torch.rand(8, 3, 128, 128), torch.randint(0, 2, (8, 3)).float()
+    losses = overfit(task, (x, y), steps=15)
+    assert losses[-1] < 0.9 * losses[0]

@@ -1,0 +1,76 @@
+"""Evaluate a checkpoint on another dataset's split:
+
+    python -m voc_dl.eval ckpt_path=outputs/.../checkpoints/best.ckpt dataset=shared_voc [split=val]
+
+The network is rebuilt from the config that voc_dl.train stores in each checkpoint; the data
+come from this command's config, with task, image size, colour mode and classes taken from the
+training run, since the network fixes them. Results go to `metrics.json` of the eval run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, open_dict
+
+import voc_dl  # noqa: F401  (registers the config resolvers)
+from voc_dl.callbacks import atomic_write_text
+from voc_dl.config import hardware, resolve_precision
+from voc_dl.train import _floats, instantiate
+
+log = logging.getLogger("voc_dl")
+
+
+def training_config(ckpt_path: Path) -> tuple[dict, dict]:
+    """The model and data configs of the run that wrote the checkpoint (stored in it by voc_dl.train)."""
+    saved = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("voc_dl")
+    if saved is None:
+        raise ValueError(f"ckpt_path={ckpt_path} was not written by voc_dl.train (no 'voc_dl' entry), so the "
+                         "network cannot be rebuilt from it. Fix: use a checkpoint of a voc-dl run")
+    return saved["model"], saved["data"]
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    started = time.time()
+    ckpt = Path(cfg.ckpt_path).expanduser()
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such file. Fix: give a checkpoint such as "
+                                "outputs/runs/<experiment>/<time>/checkpoints/best.ckpt")
+    model_cfg, train_data = training_config(ckpt)
+    if "encoder_ckpt" in model_cfg:
+        model_cfg["encoder_ckpt"] = None  # the checkpoint holds every weight already
+    model = instantiate(model_cfg, _convert_="all")
+    data_cfg = cfg.data.copy()
+    with open_dict(data_cfg):
+        for key in ("task", "image_size", "color", "classes"):
+            data_cfg[key] = train_data[key]
+        data_cfg.val_split = cfg.split
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(data_cfg)
+    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_model_summary=False,
+                         precision=resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator))
+    val = trainer.validate(model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)[0]
+    result = {"status": "ok", "task_name": "eval", "ckpt_path": str(ckpt.resolve()),
+              "train_run": str(ckpt.resolve().parent.parent), "split": cfg.split, "val": _floats(val),
+              "data": datamodule.info, "hardware": hardware(), "wall_time_s": round(time.time() - started, 1)}
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    log.info("eval %s on %s/%s: %s | %s", ckpt, data_cfg.root, cfg.split,
+             ", ".join(f"{k}={v:.4f}" for k, v in result["val"].items()), run_dir)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval.yaml")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
