@@ -5,14 +5,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# Real data: DATA is the folder that holds VOCdevkit/ (e.g. ../shared/voc); empty = embedded synthetic tree.
+# Where the data come from: DATASET=synthetic (embedded) | shared_voc (../shared/voc) | voc2009;
+# or DATA=/folder/holding/VOCdevkit YEAR=2009 for any other tree (DATA wins over DATASET).
+DATASET ?= synthetic
 DATA ?=
-YEAR ?= 2012
+YEAR ?= 2009
 ACCELERATOR ?= auto
 EPOCHS ?=
 ARGS ?=
+STUDY ?= outputs/study
+REPORT ?= outputs/report
+PRETRAINED_WEIGHTS ?= IMAGENET1K_V1
+ENCODER ?= $(STUDY)/autoencoder/model.code_size=8192,model.loss=mse/checkpoints/best.ckpt
 
-.PHONY: help install demo test lint bench clean-outputs
+DATA_ARGS := $(if $(DATA),dataset=voc2009 data.root=$(abspath $(DATA)) data.year=$(YEAR),dataset=$(DATASET))
+COMMON := $(DATA_ARGS) trainer.accelerator=$(ACCELERATOR) $(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) $(ARGS)
+TRAIN := $(PY) -m voc_dl.train -m
+
+.PHONY: help install demo test test-slow lint bench-data autoencoder classifiers segmentation report tensorboard
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,3 +51,35 @@ lint: $(STAMP) ## ruff
 
 bench-data: $(STAMP) ## first-load versus cached-load time of the VOC preprocessing (DATA=... for real data)
 	$(PY) benchmarks/data_cache.py $(if $(DATA),--root $(DATA) --year $(YEAR))
+
+autoencoder: $(STAMP) ## Section 1: code size x loss sweep (6 jobs), PCA baseline, Table 1, Figures 2-3
+	$(TRAIN) experiment=autoencoder model.code_size=2048,4096,8192 model.loss=mse,mae \
+		hydra.sweep.dir=$(STUDY)/autoencoder $(COMMON)
+	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section autoencoder
+
+$(ENCODER):
+	$(TRAIN) experiment=autoencoder model.code_size=8192 model.loss=mse \
+		hydra.sweep.dir=$(STUDY)/autoencoder $(COMMON)
+
+classifiers: $(STAMP) $(ENCODER) ## Section 2: four classifiers (+ augmented deep CNN), Table 2, Figure 4
+	$(TRAIN) experiment=classification model=frozen_encoder model.encoder_ckpt=$(abspath $(ENCODER)) \
+		hydra.sweep.dir=$(STUDY)/classification/frozen $(COMMON)
+	$(TRAIN) experiment=classification model=encoder,deep_cnn hydra.sweep.dir=$(STUDY)/classification/scratch $(COMMON)
+	$(TRAIN) experiment=classification model=deep_cnn model.augment=true \
+		hydra.sweep.dir=$(STUDY)/classification/augmented $(COMMON)
+	$(TRAIN) experiment=classification model=pretrained model.net.backbone=alexnet,resnet18 \
+		model.net.weights=$(PRETRAINED_WEIGHTS) hydra.sweep.dir=$(STUDY)/classification/pretrained $(COMMON)
+	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section classification
+
+segmentation: $(STAMP) ## Section 3: BCE versus Dice on the study's net and the U-Net, Table 3, Figures 5-8
+	$(TRAIN) experiment=segmentation model=segnet,unet model.loss=bce,dice \
+		hydra.sweep.dir=$(STUDY)/segmentation $(COMMON)
+	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section segmentation
+
+report: $(STAMP) ## tables and figures of every run under STUDY
+	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT)
+
+LOGDIR ?= outputs
+tensorboard: $(STAMP) ## TensorBoard on the outputs folder (every run, named by its path and overrides)
+	@echo "TensorBoard at http://localhost:6006"
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --port 6006 --bind_all

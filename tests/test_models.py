@@ -105,3 +105,20 @@ def test_segnet_follows_the_study_widths():
     convs = [m for m in SegNet().modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [256, 128, 64, 32, 32, 64, 128, 1]
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in SegNet().encoder)
+
+
+def test_pca_error_is_zero_at_full_rank_and_grows_as_k_shrinks():
+    from voc_dl.models.pca import PCA
+
+    torch.manual_seed(0)
+    train = torch.rand(12, 3) @ torch.rand(3, 40) + 0.01 * torch.rand(12, 40)  # 12 images, 40 "pixels"
+    pca = PCA(train)
+    assert pca.max_components == 11  # centred data of n images span at most n - 1 directions
+    full = pca.reconstruct(train, pca.max_components)
+    assert torch.allclose(full, train, atol=1e-5)
+    errors = [torch.mean((pca.reconstruct(train, k) - train) ** 2).item() for k in range(0, 12)]
+    assert all(a >= b - 1e-12 for a, b in zip(errors, errors[1:], strict=False)) and errors[0] > errors[3] > 0
+    curve = pca.mse_curve(train, list(range(0, 12)))
+    assert curve == pytest.approx(errors, rel=1e-6, abs=1e-9)  # float32 reconstructions vs float64 curve
+    with pytest.raises(ValueError, match="at most 11 components"):
+        pca.reconstruct(train, 12)

@@ -107,7 +107,8 @@ def test_autoencoder_sweep_runs_six_jobs_named_by_overrides(tmp_path, synthetic_
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert jobs == sorted(f"model.code_size={c},model.loss={loss}" for c in (2048, 4096, 8192)
+    prefix = "data.batch_size=2,data.synthetic.n_images=48,data.synthetic.seed=3,"
+    assert jobs == sorted(f"{prefix}model.code_size={c},model.loss={loss}" for c in (2048, 4096, 8192)
                           for loss in ("mse", "mae"))
     for job in jobs:
         metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())

@@ -36,6 +36,27 @@ def training_config(ckpt_path: Path) -> tuple[dict, dict]:
     return saved["model"], saved["data"]
 
 
+def load_task(ckpt_path: str | Path):
+    """The trained LightningModule of a checkpoint (eval mode, CPU) and the data config it trained on."""
+    model_cfg, data_cfg = training_config(Path(ckpt_path))
+    if "encoder_ckpt" in model_cfg:
+        model_cfg = {**model_cfg, "encoder_ckpt": None}
+    task = instantiate(model_cfg, _convert_="all")
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    task.load_state_dict(state)
+    return task.eval(), data_cfg
+
+
+def datamodule_from(data_cfg: dict, **overrides):
+    from voc_dl.data.datamodule import VOCDataModule
+
+    kwargs = {k: v for k, v in data_cfg.items() if k != "_target_"} | overrides
+    dm = VOCDataModule(**kwargs)
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
 def evaluate(cfg: DictConfig) -> dict:
     started = time.time()
     ckpt = Path(cfg.ckpt_path).expanduser()

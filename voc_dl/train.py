@@ -93,7 +93,7 @@ def train(cfg: DictConfig) -> dict:
         n_params = model.trainable_parameters()
         log.info("%s: %s trainable parameters (%s)", type(model.net).__name__, f"{n_params:,}",
                  ", ".join(f"{k}={v}" for k, v in cfg.model.items() if k in ("code_size", "loss")) or "-")
-        result.update(model=type(model.net).__name__, trainable_params=n_params,
+        result.update(model=type(model.net).__name__, trainable_params=n_params, config=model.run_config,
                       precision=str(trainer.precision), max_epochs=cfg.trainer.max_epochs)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         last = _floats(trainer.callback_metrics)

@@ -1,0 +1,46 @@
+"""Build report tables and figures from run folders:
+
+    python -m voc_dl.report --runs outputs/study --out outputs/report [--section autoencoder|...|all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from voc_dl.report import autoencoder, classification, segmentation
+from voc_dl.report.runs import collect
+
+SECTIONS = {"autoencoder": autoencoder, "classification": classification, "segmentation": segmentation}
+
+
+def build(runs_dir: str | Path, out: str | Path, sections=tuple(SECTIONS)) -> dict:
+    runs = collect(runs_dir)
+    out = Path(out)
+    written = {}
+    for name in sections:
+        written[name] = SECTIONS[name].report(runs, out)
+    return written
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    ap = argparse.ArgumentParser(description="voc-dl report: tables and figures from run folders")
+    ap.add_argument("--runs", default="outputs/study", help="folder searched (recursively) for runs")
+    ap.add_argument("--out", default="outputs/report")
+    ap.add_argument("--section", default="all", choices=[*SECTIONS, "all"])
+    args = ap.parse_args(argv)
+    sections = tuple(SECTIONS) if args.section == "all" else (args.section,)
+    written = build(args.runs, args.out, sections)
+    for name, what in written.items():
+        if not what:
+            print(f"{name}: no runs under {args.runs}")
+            continue
+        print(what["table"])
+        for fig in what["figures"]:
+            print(f"  figure: {fig}")
+
+
+if __name__ == "__main__":
+    main()

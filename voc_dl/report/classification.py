@@ -1,0 +1,79 @@
+"""Section 2 report: Table 2 (with the study's ambiguous "accuracy" pinned down) and Figure 4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from voc_dl.report.common import save_figure, write_table
+from voc_dl.report.runs import Run
+from voc_dl.report.study import STUDY_CLASSES, TABLE2
+
+MODEL_NAMES = {"EncoderClassifier": None, "DeepCNN": "deep_cnn", "PretrainedClassifier": "pretrained"}
+
+
+def model_name(r: Run) -> str:
+    net = r.model_cfg.get("net") or {}
+    kind = net.get("_target_", "?").rsplit(".", 1)[-1]
+    if kind == "EncoderClassifier":
+        return "frozen_encoder" if net.get("freeze_encoder") else "encoder"
+    if kind == "PretrainedClassifier":
+        return f"pretrained ({net.get('backbone')}, {'frozen' if net.get('freeze') else 'fine-tuned'})"
+    return MODEL_NAMES.get(kind) or kind
+
+
+def cls_rows(runs: list[Run]) -> list[dict]:
+    rows = []
+    for r in runs:
+        name = model_name(r)
+        study = TABLE2.get(name, (float("nan"),) * 3)
+        train_ll, val_ll = r.at_best("train/loss"), r.val("val/loss")
+        rows.append({
+            "model": name + (" + augmentation" if r.model_cfg.get("augment") else ""),
+            "classes": "/".join(r.data_cfg.get("classes", [])),
+            "trainable params": r.metrics.get("trainable_params"),
+            "val subset acc": r.val("val/subset_acc"), "val label acc": r.val("val/label_acc"),
+            "val mAP": r.val("val/map"), "val F1": r.val("val/f1"),
+            "train log-loss": train_ll, "val log-loss": val_ll, "gap": val_ll - train_ll,
+            "epochs": r.metrics.get("epochs"), "best epoch": r.metrics.get("best_epoch"),
+            "study val acc": study[0], "study train log-loss": study[1], "study val log-loss": study[2],
+            "wall s": r.metrics.get("wall_time_s"),
+            "status": r.status if r.ok else f"{r.status}: {r.metrics.get('error', '')[:80]}", "run": str(r.path),
+        })
+    return sorted(rows, key=lambda x: x["model"])
+
+
+def figure_curves(runs: list[Run], path: Path) -> Path:
+    fig, axes = plt.subplots(2, len(runs), figsize=(3.6 * len(runs), 5.4), squeeze=False)
+    for j, r in enumerate(runs):
+        for key, style in (("train/loss", "-"), ("val/loss", "--")):
+            axes[0][j].plot(*r.curve(key), style, label=key)
+        for key, style in (("train/subset_acc", "-"), ("val/subset_acc", "--"), ("val/map", ":")):
+            axes[1][j].plot(*r.curve(key), style, label=key)
+        axes[0][j].set_title(model_name(r) + (" + aug" if r.model_cfg.get("augment") else ""), fontsize=9)
+        axes[0][j].set_ylabel("log-loss")
+        axes[1][j].set_ylabel("accuracy / mAP")
+        axes[1][j].set_xlabel("epoch")
+        for ax in axes[:, j]:
+            ax.legend(fontsize=7)
+    fig.suptitle("Figure 4: training and validation log-loss and accuracy")
+    return save_figure(fig, path)
+
+
+def report(runs: list[Run], out: Path) -> dict:
+    runs = [r for r in runs if r.task == "classification"]
+    if not runs:
+        return {}
+    rows = cls_rows(runs)
+    ok = [r for r in runs if r.ok]
+    classes = {tuple(r.data_cfg.get("classes", [])) for r in ok}
+    notes = ["'study val acc' is compared with our exact-match (subset) accuracy: an image counts as right only "
+             "when all its labels are; per-label accuracy, mAP and F1 are shown too.",
+             "train log-loss is read at the best epoch (the checkpoint evaluated); gap = val - train log-loss."]
+    if any(list(c) != STUDY_CLASSES for c in classes):
+        notes.append(f"Our classes ({', '.join('/'.join(c) for c in classes)}) differ from the study's "
+                     "cat/motorbike/bottle, so the comparison is indicative, not like for like.")
+    written: dict = {"figures": [figure_curves(ok, out / "figure4.png")] if ok else []}
+    written["table"] = write_table(out, "table2", "Table 2: multi-label classifiers (validation)", rows, notes)
+    return written

@@ -1,0 +1,60 @@
+"""Writing tables (markdown + CSV) and figures (PNG) for the report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+
+from voc_dl.callbacks import atomic_write_bytes, atomic_write_text  # noqa: E402
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.{digits}f}"
+    if isinstance(value, int) and abs(value) >= 10000:
+        return f"{value:,}"
+    return str(value)
+
+
+def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[str] = ()) -> str:
+    """`<name>.csv` (raw values) and `<name>.md` (formatted, with notes); returns the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / f"{name}.csv", buf.getvalue())
+    lines = [f"### {title}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
+    md = "\n".join(lines) + "\n"
+    atomic_write_text(out / f"{name}.md", md)
+    return md
+
+
+def save_figure(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def to_hwc(t):
+    """(C, H, W) tensor in [0, 1] -> array for imshow."""
+    a = t.detach().float().clamp(0, 1).cpu()
+    return a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()

@@ -1,0 +1,88 @@
+"""Finding runs and reading what they wrote (metrics.json, history.csv): the report's only inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Run:
+    path: Path
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.metrics.get("status", "missing")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def task(self) -> str:
+        return self.metrics.get("task_name", "?")
+
+    @property
+    def model_cfg(self) -> dict:
+        return (self.metrics.get("config") or {}).get("model", {})
+
+    @property
+    def data_cfg(self) -> dict:
+        return (self.metrics.get("config") or {}).get("data", {})
+
+    @property
+    def name(self) -> str:
+        """The overrides that made this run, without the experiment and plumbing."""
+        skip = ("experiment=", "dataset=", "data.root=", "hydra.", "data.cache_dir=", "paths.")
+        kept = [o for o in self.metrics.get("overrides", []) if not o.startswith(skip)]
+        return ",".join(kept) or self.path.name
+
+    def val(self, key: str, default=float("nan")) -> float:
+        return self.metrics.get("val", {}).get(key, default)
+
+    def at_best(self, key: str, default=float("nan")) -> float:
+        """A history value at the best epoch (train metrics of the checkpoint that was evaluated)."""
+        best = self.metrics.get("best_epoch")
+        rows = [r for r in self.history if best is not None and int(r["epoch"]) == best] or self.history[-1:]
+        value = rows[0].get(key) if rows else None
+        return float(value) if value not in (None, "") else default
+
+    def curve(self, key: str) -> tuple[list[int], list[float]]:
+        pts = [(int(r["epoch"]), float(r[key])) for r in self.history if r.get(key) not in (None, "")]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def read_run(path: Path) -> Run:
+    metrics_file = path / "metrics.json"
+    if metrics_file.is_file():
+        try:
+            metrics = json.loads(metrics_file.read_text())
+        except json.JSONDecodeError as e:
+            metrics = {"status": "failed", "error": f"unreadable metrics.json: {e}"}
+    else:  # a job that died before writing anything (killed, or failed before start-up finished)
+        metrics = {"status": "missing", "error": "no metrics.json: the job never started or was killed"}
+    if metrics.get("status") == "running":
+        metrics = {**metrics, "status": "interrupted", "error": "metrics.json says running: killed mid-run?"}
+    if "task_name" not in metrics and (path / ".hydra" / "config.yaml").is_file():
+        from omegaconf import OmegaConf
+
+        metrics["task_name"] = OmegaConf.load(path / ".hydra" / "config.yaml").get("task_name", "?")
+        overrides = path / ".hydra" / "overrides.yaml"
+        if overrides.is_file():
+            metrics["overrides"] = list(OmegaConf.load(overrides))
+    history = []
+    if (path / "history.csv").is_file():
+        with open(path / "history.csv") as f:
+            history = list(csv.DictReader(f))
+    return Run(path, metrics, history)
+
+
+def collect(root: str | Path) -> list[Run]:
+    """Every run folder below root: those with metrics.json and those Hydra started that wrote none."""
+    root = Path(root)
+    dirs = {p.parent for p in root.rglob("metrics.json")} | {p.parent for p in root.rglob(".hydra")}
+    return sorted((read_run(d) for d in dirs), key=lambda r: str(r.path))

@@ -1,0 +1,146 @@
+"""Section 3 report: Table 3 with trivial baselines, Figures 5-8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from voc_dl.eval import datamodule_from, load_task
+from voc_dl.report.common import save_figure, to_hwc, write_table
+from voc_dl.report.runs import Run
+from voc_dl.report.study import TABLE3
+from voc_dl.tasks.segmentation import VOID, per_image_dice_iou
+
+
+def _scores(pred: torch.Tensor, mask: torch.Tensor) -> dict:
+    valid, target = mask != VOID, mask == 1
+    p = pred & valid
+    tp, fp, fn = (p & target).sum().item(), (p & ~target).sum().item(), (~p & target & valid).sum().item()
+    d_img, i_img = per_image_dice_iou(pred, target, valid)
+    return {"val Dice": 2 * tp / max(1, 2 * tp + fp + fn), "val IoU": tp / max(1, tp + fp + fn),
+            "Dice per image": d_img.mean().item(), "IoU per image": i_img.mean().item(),
+            "pixel acc": ((p == target) & valid).sum().item() / max(1, valid.sum().item())}
+
+
+def baselines(data_cfg: dict) -> list[dict]:
+    """All-foreground, and the best constant per-pixel prior learned from the training masks."""
+    dm = datamodule_from(data_cfg)
+    train = dm.train_set.__getitems__(list(range(len(dm.train_set))))[1]
+    val = dm.val_set.__getitems__(list(range(len(dm.val_set))))[1]
+    valid = (train != VOID).float()
+    freq = ((train == 1).float().sum(0) / valid.sum(0).clamp_min(1))  # P(foreground) at each pixel
+    best_t, best = 0.0, -1.0
+    for t in np.linspace(0.0, 0.95, 39):  # threshold chosen on train, then applied to val
+        s = _scores((freq > t).expand_as(train), train)["val Dice"]
+        if s > best:
+            best_t, best = float(t), s
+    rows = []
+    for name, pred in (("all foreground", torch.ones_like(val, dtype=torch.bool)),
+                       (f"per-pixel prior > {best_t:.2f} (from train)", (freq > best_t).expand_as(val))):
+        rows.append({"loss": "-", "model": f"baseline: {name}", **_scores(pred, val), "status": "ok"})
+    return rows
+
+
+def seg_rows(runs: list[Run]) -> list[dict]:
+    rows = []
+    for r in runs:
+        loss = r.model_cfg.get("loss")
+        study = TABLE3.get(loss, (float("nan"), float("nan")))
+        net = (r.model_cfg.get("net") or {}).get("_target_", "?").rsplit(".", 1)[-1]
+        rows.append({
+            "loss": loss, "model": net, "val Dice": r.val("val/dice"), "val IoU": r.val("val/iou"),
+            "Dice per image": r.val("val/dice_per_image"), "IoU per image": r.val("val/iou_per_image"),
+            "pixel acc": r.val("val/pixel_acc"), "epochs": r.metrics.get("epochs"),
+            "best epoch": r.metrics.get("best_epoch"), "study Dice": study[0], "study IoU": study[1],
+            "Dice - study": r.val("val/dice") - study[0], "wall s": r.metrics.get("wall_time_s"),
+            "status": r.status if r.ok else f"{r.status}: {r.metrics.get('error', '')[:80]}", "run": str(r.path),
+        })
+    return sorted(rows, key=lambda x: (x["model"], x["loss"] or ""))
+
+
+def figure_curves(runs: list[Run], keys: tuple[str, str], ylabel: str, title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for r in runs:
+        label = f"{(r.model_cfg.get('net') or {}).get('_target_', '').rsplit('.', 1)[-1]} {r.model_cfg.get('loss')}"
+        for key, style in zip(keys, ("-", "--"), strict=True):
+            x, y = r.curve(key)
+            if x:
+                ax.plot(x, y, style, label=f"{label}: {key}")
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def figure_sample(data_cfg: dict, path: Path) -> Path:
+    dm = datamodule_from(data_cfg)
+    x, m = dm.train_set[0]
+    fig, axes = plt.subplots(1, 2, figsize=(4.4, 2.4))
+    axes[0].imshow(to_hwc(x.float() / 255), cmap="gray")
+    axes[0].set_title("image (64x64 gray)", fontsize=8)
+    axes[1].imshow(m[0].numpy(), cmap="gray", vmin=0, vmax=255)
+    axes[1].set_title("target (white void border)", fontsize=8)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return save_figure(fig, path)
+
+
+def figure_predictions(runs: list[Run], data_cfg: dict, path: Path, n: int = 5) -> Path | None:
+    """Rows of image, target and each run's predicted mask, for validation images spread over the set."""
+    if not runs:
+        return None
+    dm = datamodule_from(data_cfg)
+    idx = np.linspace(0, len(dm.val_set) - 1, n).astype(int).tolist()
+    x, m = dm.val_set.__getitems__(idx)
+    x = x.float() / 255
+    preds = []
+    for r in runs:
+        task, _ = load_task(r.metrics["best_ckpt"])
+        with torch.no_grad():
+            net = (r.model_cfg.get("net") or {}).get("_target_", "").rsplit(".", 1)[-1]
+            preds.append((f"{net} {r.model_cfg.get('loss')}", torch.sigmoid(task.net(x)) > 0.5))
+    cols = 2 + len(preds)
+    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
+    for i in range(n):
+        axes[i][0].imshow(to_hwc(x[i]), cmap="gray")
+        axes[i][1].imshow((m[i, 0] == 1).numpy(), cmap="gray")
+        for j, (_, p) in enumerate(preds, 2):
+            axes[i][j].imshow(p[i, 0].numpy(), cmap="gray")
+    for j, title in enumerate(["image", "target", *[label for label, _ in preds]]):
+        axes[0][j].set_title(title, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return save_figure(fig, path)
+
+
+def report(runs: list[Run], out: Path) -> dict:
+    runs = [r for r in runs if r.task == "segmentation"]
+    if not runs:
+        return {}
+    rows = seg_rows(runs)
+    ok = [r for r in runs if r.ok]
+    written: dict = {"figures": []}
+    notes = ["Dice and IoU pool every valid pixel of the validation set; 'per image' averages each image's score "
+             "(an image with empty target and empty prediction scores 1). Void (255) pixels are excluded when "
+             "data.void=ignore.",
+             "The study's numbers are for VOC2009 (749 train / 750 val), 40 epochs; ours are the run's data and "
+             "epochs as listed."]
+    if ok:
+        data_cfg = ok[0].data_cfg
+        rows += baselines(data_cfg)
+        written["figures"].append(figure_sample(data_cfg, out / "figure5.png"))
+        written["figures"].append(figure_curves(ok, ("train/loss", "val/loss"), "loss",
+                                                "Figure 6: training and validation loss", out / "figure6.png"))
+        written["figures"].append(figure_curves(ok, ("train/dice", "val/dice"), "Dice (pooled)",
+                                                "Figure 7: training and validation Dice", out / "figure7.png"))
+        order = sorted(ok, key=lambda r: ((r.model_cfg.get("net") or {}).get("_target_", ""),
+                                          r.model_cfg.get("loss") != "bce"))
+        fig8 = figure_predictions(order, data_cfg, out / "figure8.png")
+        if fig8:
+            written["figures"].append(fig8)
+    written["table"] = write_table(out, "table3", "Table 3: binary segmentation (validation)", rows, notes)
+    return written
