@@ -167,3 +167,20 @@ def test_classification_steps_lower_the_loss():
     x, y = torch.rand(8, 3, 128, 128), torch.randint(0, 2, (8, 3)).float()
     losses = overfit(task, (x, y), steps=15)
     assert losses[-1] < 0.9 * losses[0]
+
+
+def test_resume_from_last_continues_the_run_and_its_history(compose_cfg, tmp_path):
+    train(compose_cfg(["experiment=segmentation", "debug=tiny", *SMALL]))
+    run = tmp_path / "run"
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 1, "last.ckpt is refreshed every epoch, improved or not"
+    result = train(compose_cfg(["experiment=segmentation", "debug=tiny", "trainer.max_epochs=3", "ckpt_path=last",
+                                *SMALL]))
+    assert result["status"] == "ok" and result["epochs"] == 3
+    epochs = [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == ["0", "1", "2"]
+
+
+def test_ckpt_path_last_without_a_checkpoint_says_how_to_resume(compose_cfg):
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path=last: no .*last.ckpt.*hydra.run.dir"):
+        train(compose_cfg(["experiment=segmentation", "debug=tiny", "ckpt_path=last", *SMALL]))

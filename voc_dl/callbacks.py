@@ -40,8 +40,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def checkpoint(dirpath: str, monitor: str = "val/loss", mode: str = "min") -> ModelCheckpoint:
-    """best.ckpt (by `monitor`) and last.ckpt in the run folder."""
-    return ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_last=True,
+    """best.ckpt: the best epoch by `monitor`."""
+    return ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+
+
+def last_checkpoint(dirpath: str) -> ModelCheckpoint:
+    """last.ckpt after every epoch, whatever the metric did: what a resume starts from.
+
+    A separate callback because Lightning 2.6's `save_last` only refreshes last.ckpt in epochs that
+    also wrote a top-k checkpoint.
+    """
+    return ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
 
 
@@ -52,8 +62,8 @@ class MetricsHistory(Callback):
         self.path = Path(path)
         self.rows: list[dict] = []
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if self.path.exists() and trainer.ckpt_path:  # resumed: keep the epochs already recorded
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.path.exists() and trainer.ckpt_path:  # resumed (state restored): keep the epochs already recorded
             with open(self.path) as f:
                 self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < trainer.current_epoch]
 

@@ -97,8 +97,8 @@ def train(cfg: DictConfig) -> dict:
                       precision=str(trainer.precision), max_epochs=cfg.trainer.max_epochs)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         last = _floats(trainer.callback_metrics)
-        ckpt_cb = trainer.checkpoint_callback
-        best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+        monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
+        best = monitored[0].best_model_path if monitored and monitored[0].best_model_path else None
         val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
         best_epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"] if best else None
         result.update(
