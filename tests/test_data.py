@@ -244,3 +244,50 @@ def test_shared_voc_subset_loads(tmp_path):
         img = load_image(base / "JPEGImages" / f"{i}.jpg", 64, "gray")
         mask = load_mask(base / "SegmentationClass" / f"{i}.png", 64, base / "JPEGImages" / f"{i}.jpg", "ignore")
         assert img.shape == (64, 64, 1) and mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 1, 255}
+
+
+def _tar_of(tree, tmp_path):
+    import hashlib
+    import tarfile
+
+    tar = tmp_path / "VOCtrainval.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(tree / "VOCdevkit", arcname="VOCdevkit")
+    return tar, hashlib.md5(tar.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A loopback HTTP server over tmp_path: the real downloader runs, nothing leaves the machine."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_fetches_verifies_and_extracts(tree, tmp_path, monkeypatch, served):
+    """The real download path (torchvision's downloader and MD5 check) against a local server."""
+    from torchvision.datasets import voc as tv_voc
+
+    tar, md5 = _tar_of(tree, tmp_path)
+    monkeypatch.setitem(tv_voc.DATASET_YEAR_DICT, "2009", {"url": f"{served}/{tar.name}", "filename": "VOC.tar",
+                                                           "md5": md5, "base_dir": "VOCdevkit/VOC2009"})
+    dest = tmp_path / "downloaded"
+    dm = datamodule(dest, tmp_path, task="segmentation", image_size=64, color="gray", download=True)
+    assert len(dm.train_set) == 8 and (dest / "VOCdevkit" / "VOC2009" / "JPEGImages").is_dir()
+
+
+def test_download_with_a_bad_checksum_fails_clearly(tree, tmp_path, monkeypatch, served):
+    from torchvision.datasets import voc as tv_voc
+
+    tar, _ = _tar_of(tree, tmp_path)
+    monkeypatch.setitem(tv_voc.DATASET_YEAR_DICT, "2009", {"url": f"{served}/{tar.name}", "filename": "VOC.tar",
+                                                           "md5": "0" * 32, "base_dir": "VOCdevkit/VOC2009"})
+    with pytest.raises(VOCDataError, match=r"download of VOC2009 from http://127.0.0.1.* failed.*download=false"):
+        datamodule(tmp_path / "dl", tmp_path, download=True)
