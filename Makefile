@@ -22,7 +22,7 @@ DATA_ARGS := $(if $(DATA),dataset=voc2009 data.root=$(abspath $(DATA)) data.year
 COMMON := $(DATA_ARGS) trainer.accelerator=$(ACCELERATOR) $(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) $(ARGS)
 TRAIN := $(PY) -m voc_dl.train -m
 
-.PHONY: help install demo test test-slow lint bench-data autoencoder classifiers segmentation report tensorboard
+.PHONY: help install demo test test-slow lint bench-data autoencoder classifiers segmentation report tensorboard all
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -76,7 +76,26 @@ segmentation: $(STAMP) ## Section 3: BCE versus Dice on the study's net and the 
 		hydra.sweep.dir=$(STUDY)/segmentation $(COMMON)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section segmentation
 
-report: $(STAMP) ## tables and figures of every run under STUDY
+all: $(STAMP) ## the whole study: Sections 1-3 (a section already done is skipped unless FORCE=1), then the report
+	$(if $(FORCE),rm -f $(STUDY)/autoencoder/.done $(STUDY)/classification/.done $(STUDY)/segmentation/.done)
+	$(MAKE) $(STUDY)/autoencoder/.done
+	$(MAKE) $(STUDY)/classification/.done
+	$(MAKE) $(STUDY)/segmentation/.done
+	$(MAKE) report
+
+$(STUDY)/autoencoder/.done:
+	$(MAKE) autoencoder
+	touch $@
+
+$(STUDY)/classification/.done:
+	$(MAKE) classifiers
+	touch $@
+
+$(STUDY)/segmentation/.done:
+	$(MAKE) segmentation
+	touch $@
+
+report: $(STAMP) ## tables and figures of every run under STUDY (outputs/report/index.html, report.md)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT)
 
 LOGDIR ?= outputs

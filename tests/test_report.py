@@ -60,3 +60,32 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
     for section in written.values():
         for fig in section["figures"]:
             assert fig.read_bytes()[:8] == PNG and fig.stat().st_size > 5000
+
+    page = (out / "index.html").read_text()
+    md = (out / "report.md").read_text()
+    for text in (page, md):
+        assert "Table 1" in text and "Table 2" in text and "Table 3" in text
+        assert "FloatingPointError: val/loss is nan" in text, "the failed run is listed with its error"
+    assert all(f'src="{n}"' in page for n in names)
+    assert page.count("<tr>") >= len(t1) + len(t2) + len(t3) + 6
+
+
+def test_make_all_lists_the_three_sections_then_the_report(tmp_path):
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run(["make", "-n", "all", f"STUDY={tmp_path}", "DATASET=shared_voc", "EPOCHS=3"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    steps = [line for line in out.stdout.splitlines() if "voc_dl." in line]
+    assert "experiment=autoencoder model.code_size=2048,4096,8192 model.loss=mse,mae" in steps[0]
+    assert any("model=frozen_encoder" in s for s in steps) and any("model=segnet,unet" in s for s in steps)
+    order = [next(i for i, s in enumerate(steps) if key in s) for key in
+             ("experiment=autoencoder", "experiment=classification", "experiment=segmentation")]
+    assert order == sorted(order) and "voc_dl.report" in steps[-1]
+    assert all("dataset=shared_voc" in s and "trainer.max_epochs=3" in s for s in steps if "voc_dl.train" in s)
+    (tmp_path / "autoencoder").mkdir()
+    (tmp_path / "autoencoder" / ".done").touch()
+    again = subprocess.run(["make", "-n", "all", f"STUDY={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
+    assert "experiment=autoencoder model.code_size=2048" not in again.stdout, "a finished section is skipped"

@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from voc_dl.report import autoencoder, classification, segmentation
+from voc_dl.report import autoencoder, classification, page, segmentation
 from voc_dl.report.runs import collect
 
 SECTIONS = {"autoencoder": autoencoder, "classification": classification, "segmentation": segmentation}
@@ -21,6 +21,7 @@ def build(runs_dir: str | Path, out: str | Path, sections=tuple(SECTIONS)) -> di
     written = {}
     for name in sections:
         written[name] = SECTIONS[name].report(runs, out)
+    page.write(out, runs)
     return written
 
 
@@ -40,6 +41,7 @@ def main(argv=None) -> None:
         print(what["table"])
         for fig in what["figures"]:
             print(f"  figure: {fig}")
+    print(f"report: {Path(args.out) / 'index.html'} and {Path(args.out) / 'report.md'}")
 
 
 if __name__ == "__main__":
