@@ -184,3 +184,30 @@ def test_resume_from_last_continues_the_run_and_its_history(compose_cfg, tmp_pat
 def test_ckpt_path_last_without_a_checkpoint_says_how_to_resume(compose_cfg):
     with pytest.raises(FileNotFoundError, match=r"ckpt_path=last: no .*last.ckpt.*hydra.run.dir"):
         train(compose_cfg(["experiment=segmentation", "debug=tiny", "ckpt_path=last", *SMALL]))
+
+
+def test_ddp_inside_a_local_multirun_is_refused(compose_cfg):
+    from voc_dl.train import check_no_nested_launch
+
+    cfg = compose_cfg(["experiment=segmentation", "trainer=ddp", "hydra.mode=MULTIRUN"])
+    with pytest.raises(ValueError, match=r"trainer.strategy=ddp with 4 devices inside a local multirun.*nested"):
+        check_no_nested_launch(cfg)
+    check_no_nested_launch(compose_cfg(["experiment=segmentation", "trainer=ddp"]))  # a single run may
+    # ddp_spawn does not re-execute the command line
+    check_no_nested_launch(compose_cfg(["experiment=segmentation", "trainer=ddp_cpu", "hydra.mode=MULTIRUN"]))
+
+
+def test_parallel_sweep_with_joblib_caps_threads(tmp_path, synthetic_root):
+    cmd = [sys.executable, "-m", "voc_dl.train", "-m", "hydra/launcher=local_parallel", "experiment=segmentation",
+           "model.loss=bce,dice", "debug=fast", "data.batch_size=2", f"data.root={synthetic_root}",
+           "data.synthetic.n_images=48", "data.synthetic.seed=3", f"data.cache_dir={tmp_path}/cache",
+           f"hydra.sweep.dir={tmp_path}/sweep"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(runs) == 2
+    import os
+    for m in runs:
+        metrics = json.loads(m.read_text())
+        assert metrics["status"] == "ok"
+        assert metrics["hardware"]["threads"] == max(1, (os.cpu_count() or 1) // 2)

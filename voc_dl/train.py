@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -61,9 +62,43 @@ def instantiate(config, **kwargs):
         raise (e.__cause__ or e) from None
 
 
+def thread_cap(cfg: DictConfig) -> int | None:
+    """Threads per job: cfg.threads, or cores / n_jobs when the joblib launcher runs jobs side by side."""
+    if cfg.get("threads"):
+        return int(cfg.threads)
+    try:
+        launcher = HydraConfig.get().launcher
+    except ValueError:
+        return None
+    if "joblib" in str(launcher.get("_target_", "")):
+        n_jobs = launcher.get("n_jobs") or 1
+        n_jobs = os.cpu_count() if n_jobs < 0 else n_jobs
+        return max(1, (os.cpu_count() or 1) // n_jobs)
+    return None
+
+
+def check_no_nested_launch(cfg: DictConfig) -> None:
+    """DDP that re-executes the command line inside a local multirun would start the sweep again per rank."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    many = (cfg.trainer.get("devices") not in (1, "1", None)) or (cfg.trainer.get("num_nodes") or 1) > 1
+    local = not any(k in str(hc.launcher.get("_target_", "")) for k in ("submitit",))
+    if hc.mode == RunMode.MULTIRUN and local and many and strategy.startswith("ddp") and "spawn" not in strategy:
+        raise ValueError(
+            f"trainer.strategy={strategy} with {cfg.trainer.devices} devices inside a local multirun: Lightning "
+            "re-executes the command line per rank, which would launch nested sweeps. Fix: use "
+            "hydra/launcher=slurm (one process tree per job), trainer.strategy=ddp_spawn, or run jobs one by one")
+
+
 def build(cfg: DictConfig):
     """Instantiate datamodule, task, callbacks, loggers and trainer from a composed config."""
     validate(cfg)
+    check_no_nested_launch(cfg)
+    if (threads := thread_cap(cfg)) is not None:
+        torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True)
     precision = resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator)
     datamodule = instantiate(cfg.data)
@@ -89,6 +124,7 @@ def train(cfg: DictConfig) -> dict:
     atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
     try:
         datamodule, model, trainer = build(cfg)
+        result["hardware"] = hardware()  # after build: the thread cap is set there
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
         n_params = model.trainable_parameters()
         log.info("%s: %s trainable parameters (%s)", type(model.net).__name__, f"{n_params:,}",
@@ -101,8 +137,11 @@ def train(cfg: DictConfig) -> dict:
         best = monitored[0].best_model_path if monitored and monitored[0].best_model_path else None
         val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
         best_epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"] if best else None
+        history = run_dir / "history.csv"
+        # ddp_spawn trains in child processes: the parent's epoch counter stays 0, history.csv does not
+        epochs = max(trainer.current_epoch, len(history.read_text().splitlines()) - 1 if history.exists() else 0)
         result.update(
-            status="ok", epochs=trainer.current_epoch, best_epoch=best_epoch, best_ckpt=best,
+            status="ok", epochs=epochs, best_epoch=best_epoch, best_ckpt=best,
             val=_floats(val), last=last, data=datamodule.info, wall_time_s=round(time.time() - started, 1),
         )
         for logger in trainer.loggers:  # the HParams tab compares sweep jobs by their final metrics
