@@ -34,13 +34,13 @@ def main(argv=None) -> None:
     started = time.time()
     e = f"trainer.max_epochs={args.epochs}"
     # Section 1: the code-size sweep (MSE) on a few batches per epoch: the AE costs ~17 GFLOP per image step.
-    run(["-m", "experiment=autoencoder", "model.code_size=2048,4096,8192", e, "data.batch_size=16",
-         "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", f"hydra.sweep.dir={study}/autoencoder"])
+    run(["-m", "experiment=autoencoder", "model.code_size=2048,4096,8192", e, "debug=demo",
+         f"hydra.sweep.dir={study}/autoencoder"])
     encoder = study / "autoencoder" / "model.code_size=8192" / "checkpoints" / "best.ckpt"
     # Section 2: the frozen Section 1 encoder, the retrained encoder and the deep CNN.
     run(["-m", "experiment=classification", "model=frozen_encoder", f"model.encoder_ckpt={encoder}", e,
          f"hydra.sweep.dir={study}/classification/frozen"])
-    run(["-m", "experiment=classification", "model=encoder,deep_cnn", e, "+trainer.limit_train_batches=3",
+    run(["-m", "experiment=classification", "model=encoder,deep_cnn", e, "debug=demo",
          f"hydra.sweep.dir={study}/classification/others"])
     # Section 3: BCE versus Dice loss on the study's segmenter, and the U-Net.
     run(["-m", "experiment=segmentation", "model=segnet,unet", "model.loss=bce,dice",

@@ -8,7 +8,8 @@ Works for any year 2007-2012 of the official layout:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +24,13 @@ VOID = 255
 YEARS = tuple(str(y) for y in range(2007, 2013))
 
 
+# What a damaged JPEG or PNG can raise from inside Pillow's decoders.
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
+                 IndexError)
+
+
 class VOCDataError(ValueError):
     """Bad or missing VOC input. The message names the file or config key and the fix."""
-
-
-@dataclass(frozen=True)
-class BadImage:
-    path: str
-    reason: str
 
 
 def voc_dir(root: str | os.PathLike, year: str | int) -> Path:
@@ -122,7 +122,7 @@ def load_image(path: Path, size: int, mode: str) -> np.ndarray:
     except FileNotFoundError:
         raise VOCDataError(f"image listed but missing: {path}. Fix: restore JPEGImages/ from the VOC tar, "
                            "or set data.on_bad_image=skip") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except DECODE_ERRORS as e:
         raise VOCDataError(f"corrupt or truncated image {path}: {e}. Fix: replace the file from the VOC tar, "
                            "or set data.on_bad_image=skip to leave it out") from None
     im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
@@ -146,14 +146,18 @@ def load_mask(path: Path, size: int, image_path: Path | None, void: str) -> np.n
     except FileNotFoundError:
         raise VOCDataError(f"mask listed but missing: {path}. Fix: restore SegmentationClass/ "
                            "or set data.on_bad_image=skip") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except DECODE_ERRORS as e:
         if isinstance(e, VOCDataError):
             raise
         raise VOCDataError(f"corrupt or truncated mask {path}: {e}. Fix: replace it from the VOC tar, "
                            "or set data.on_bad_image=skip") from None
     if image_path is not None:
-        with Image.open(image_path) as im:
-            image_size = im.size
+        try:
+            with Image.open(image_path) as im:
+                image_size = im.size
+        except DECODE_ERRORS as e:
+            raise VOCDataError(f"corrupt or missing image {image_path} (paired with mask {path}): {e}. Fix: "
+                               "replace it from the VOC tar, or set data.on_bad_image=skip") from None
         if image_size != (labels.shape[1], labels.shape[0]):
             raise VOCDataError(
                 f"mask {path} is {labels.shape[1]}x{labels.shape[0]} but its image {image_path} is "
