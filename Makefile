@@ -62,7 +62,7 @@ $(ENCODER):
 		hydra.sweep.dir=$(STUDY)/autoencoder $(COMMON)
 
 classifiers: $(STAMP) $(ENCODER) ## Section 2: four classifiers (+ augmented deep CNN), Table 2, Figure 4
-	$(TRAIN) experiment=classification model=frozen_encoder model.encoder_ckpt=$(abspath $(ENCODER)) \
+	$(TRAIN) experiment=classification model=frozen_encoder "model.encoder_ckpt='$(abspath $(ENCODER))'" \
 		hydra.sweep.dir=$(STUDY)/classification/frozen $(COMMON)
 	$(TRAIN) experiment=classification model=encoder,deep_cnn hydra.sweep.dir=$(STUDY)/classification/scratch $(COMMON)
 	$(TRAIN) experiment=classification model=deep_cnn model.augment=true \

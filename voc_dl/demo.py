@@ -36,9 +36,10 @@ def main(argv=None) -> None:
     # Section 1: the code-size sweep (MSE) on a few batches per epoch: the AE costs ~17 GFLOP per image step.
     run(["-m", "experiment=autoencoder", "model.code_size=2048,4096,8192", e, "debug=demo",
          f"hydra.sweep.dir={study}/autoencoder"])
+    # Quoted in the override below: the path holds '=', which Hydra's override grammar would split on.
     encoder = study / "autoencoder" / "model.code_size=8192" / "checkpoints" / "best.ckpt"
     # Section 2: the frozen Section 1 encoder, the retrained encoder and the deep CNN.
-    run(["-m", "experiment=classification", "model=frozen_encoder", f"model.encoder_ckpt={encoder}", e,
+    run(["-m", "experiment=classification", "model=frozen_encoder", f"model.encoder_ckpt='{encoder}'", e,
          f"hydra.sweep.dir={study}/classification/frozen"])
     run(["-m", "experiment=classification", "model=encoder,deep_cnn", e, "debug=demo",
          f"hydra.sweep.dir={study}/classification/others"])
