@@ -1,0 +1,148 @@
+"""Training throughput of every network against the machine's matmul peak.
+
+    python benchmarks/train_speed.py [--batch 32] [--steps 3] [--repeats 3] [--nets ae8192,segnet]
+
+For each network: forward GFLOP per image (torch's flop counter; a training step is ~3x), images/s
+of a full training step (forward, backward, optimizer) for fp32, channels_last, bf16 autocast and
+both, achieved GFLOP/s and its share of the matching matmul peak. bf16 is measured only where the
+device has native bf16 (else it is emulated and meaningless as a default); medians over repeats with
+min and max. Writes outputs/bench/train_speed.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from voc_dl.config import cpu_has_bf16, hardware
+from voc_dl.models.autoencoder import AutoEncoder
+from voc_dl.models.classifiers import DeepCNN, EncoderClassifier
+from voc_dl.models.segmenter import SegNet, UNet
+
+NETS = {  # name -> (factory, input shape per image, loss kind)
+    "ae2048": (lambda: AutoEncoder(2048), (3, 128, 128), "recon"),
+    "ae4096": (lambda: AutoEncoder(4096), (3, 128, 128), "recon"),
+    "ae8192": (lambda: AutoEncoder(8192), (3, 128, 128), "recon"),
+    "frozen_encoder": (lambda: EncoderClassifier(3, freeze_encoder=True), (3, 128, 128), "cls"),
+    "encoder": (lambda: EncoderClassifier(3), (3, 128, 128), "cls"),
+    "deep_cnn": (lambda: DeepCNN(3), (3, 128, 128), "cls"),
+    "segnet": (lambda: SegNet(), (1, 64, 64), "seg"),
+    "unet": (lambda: UNet(), (1, 64, 64), "seg"),
+}
+
+
+def device_kind() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    dev = device_kind()
+    a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync()
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync()
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def loss_of(kind: str, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    out = out.float()
+    if kind == "recon":
+        return F.mse_loss(out, x)
+    if kind == "cls":
+        return F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+    return F.binary_cross_entropy_with_logits(out, (x > 0.5).float())
+
+
+def forward_gflop(name: str) -> float:
+    make, shape, _ = NETS[name]
+    with FlopCounterMode(display=False) as counter:
+        make()(torch.rand(1, *shape))
+    return counter.get_total_flops() / 1e9
+
+
+def images_per_s(name: str, batch: int, steps: int, channels_last: bool, bf16: bool) -> float:
+    make, shape, kind = NETS[name]
+    dev = device_kind()
+    net = make().to(dev)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=fmt)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+    x = torch.rand(batch, *shape, device=dev).contiguous(memory_format=fmt)
+    times = []
+    for i in range(steps + 1):  # the first step warms up oneDNN/cuDNN and is not counted
+        sync()
+        t = time.perf_counter()
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        loss = loss_of(kind, out, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sync()
+        if i:
+            times.append(time.perf_counter() - t)
+    return batch / statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--nets", default=",".join(NETS))
+    ap.add_argument("--out", default="outputs/bench")
+    args = ap.parse_args()
+    native_bf16 = (torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or (
+        not torch.cuda.is_available() and cpu_has_bf16())
+    peak32 = statistics.median(matmul_peak(torch.float32) for _ in range(3))
+    peak16 = statistics.median(matmul_peak(torch.bfloat16) for _ in range(3)) if native_bf16 else None
+    modes = [("fp32", False, False), ("channels_last", True, False)]
+    if native_bf16:
+        modes += [("bf16", False, True), ("channels_last+bf16", True, True)]
+    rows = []
+    for name in args.nets.split(","):
+        gflop = forward_gflop(name)
+        for mode, cl, bf in modes:
+            runs = [images_per_s(name, args.batch, args.steps, cl, bf) for _ in range(args.repeats)]
+            ips = statistics.median(runs)
+            achieved = 3 * gflop * ips  # a training step costs about 3 forward passes
+            peak = peak16 if bf else peak32
+            row = {"net": name, "mode": mode, "fwd_gflop_per_image": round(gflop, 3), "images_per_s": ips,
+                   "min": min(runs), "max": max(runs), "gflop_per_s": achieved, "share_of_peak": achieved / peak}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    meta = {**hardware(), "batch": args.batch, "steps": args.steps, "repeats": args.repeats,
+            "matmul_peak_fp32_gflops": peak32, "matmul_peak_bf16_gflops": peak16, "native_bf16": native_bf16}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [f"# Training throughput ({meta['device']}, torch {meta['torch']}, {meta['threads']} threads)", "",
+             f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 "
+             + (f"{peak16:.0f} GFLOP/s" if peak16 else "not native on this device (not measured)"),
+             f"batch {args.batch}, median of {args.repeats} repeats of {args.steps} steps", "",
+             "| net | mode | fwd GFLOP/img | images/s (min-max) | GFLOP/s | share of peak |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['net']} | {r['mode']} | {r['fwd_gflop_per_image']:.2f} | {r['images_per_s']:.2f} "
+              f"({r['min']:.2f}-{r['max']:.2f}) | {r['gflop_per_s']:.0f} | {100 * r['share_of_peak']:.0f}% |"
+              for r in rows]
+    (out / "train_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
