@@ -22,7 +22,7 @@ DATA_ARGS := $(if $(DATA),dataset=voc2009 data.root=$(abspath $(DATA)) data.year
 COMMON := $(DATA_ARGS) trainer.accelerator=$(ACCELERATOR) $(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) $(ARGS)
 TRAIN := $(PY) -m voc_dl.train -m
 
-.PHONY: help install demo test test-slow lint bench-data autoencoder classifiers segmentation report tensorboard all
+.PHONY: help install demo test test-slow lint bench bench-data autoencoder classifiers segmentation report tensorboard all
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,6 +48,9 @@ test-slow: $(STAMP) ## the slow tests too (real-data smoke runs)
 
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check voc_dl tests benchmarks
+
+bench: $(STAMP) ## training images/s of every net (fp32, channels_last, bf16 where native) against the matmul peak
+	$(PY) benchmarks/train_speed.py $(ARGS)
 
 bench-data: $(STAMP) ## first-load versus cached-load time of the VOC preprocessing (DATA=... for real data)
 	$(PY) benchmarks/data_cache.py $(if $(DATA),--root $(DATA) --year $(YEAR))

@@ -136,7 +136,8 @@ def main() -> None:
              f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 "
              + (f"{peak16:.0f} GFLOP/s" if peak16 else "not native on this device (not measured)"),
              f"batch {args.batch}, median of {args.repeats} repeats of {args.steps} steps", "",
-             "| net | mode | fwd GFLOP/img | images/s (min-max) | GFLOP/s | share of peak |", "|---|---|---|---|---|---|"]
+             "| net | mode | fwd GFLOP/img | images/s (min-max) | GFLOP/s | share of peak |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {r['net']} | {r['mode']} | {r['fwd_gflop_per_image']:.2f} | {r['images_per_s']:.2f} "
               f"({r['min']:.2f}-{r['max']:.2f}) | {r['gflop_per_s']:.0f} | {100 * r['share_of_peak']:.0f}% |"
               for r in rows]
