@@ -44,8 +44,8 @@ def main(argv=None) -> None:
     run(["-m", "experiment=classification", "model=encoder,deep_cnn", e, "debug=demo",
          f"hydra.sweep.dir={study}/classification/others"])
     # Section 3: BCE versus Dice loss on the study's segmenter, and the U-Net.
-    run(["-m", "experiment=segmentation", "model=segnet,unet", "model.loss=bce,dice",
-         f"trainer.max_epochs={3 * args.epochs}", f"hydra.sweep.dir={study}/segmentation"])
+    run(["-m", "experiment=segmentation", "model=segnet,unet", "model.loss=bce,dice", "debug=demo",
+         f"trainer.max_epochs={2 * args.epochs}", f"hydra.sweep.dir={study}/segmentation"])
     written = build(study, out / "report")
     print("\n" + "=" * 100)
     data = json.loads(next((study / "segmentation").rglob("metrics.json")).read_text())["data"]

@@ -34,7 +34,7 @@ def ae_rows(runs: list[Run]) -> list[dict]:
             "epochs": r.metrics.get("epochs"), "best epoch": r.metrics.get("best_epoch"),
             "study MSE": study[0], "study MAE": study[1],
             "MSE - study": r.val("val/mse") - study[0], "PCA k with equal MSE": None,
-            "wall s": r.metrics.get("wall_time_s"),
+            "wall s": round(r.metrics.get("wall_time_s") or 0),
             "status": r.status if r.ok else f"{r.status}: {r.metrics.get('error', '')[:80]}",
             "run": str(r.path),
         })
