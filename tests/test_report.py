@@ -78,7 +78,7 @@ def test_make_all_lists_the_three_sections_then_the_report(tmp_path):
     out = subprocess.run(["make", "-n", "all", f"STUDY={tmp_path}", "DATASET=shared_voc", "EPOCHS=3"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    steps = [line for line in out.stdout.splitlines() if "voc_dl." in line]
+    steps = [line for line in out.stdout.replace("\\\n", " ").splitlines() if "voc_dl." in line]
     assert "experiment=autoencoder model.code_size=2048,4096,8192 model.loss=mse,mae" in steps[0]
     assert any("model=frozen_encoder" in s for s in steps) and any("model=segnet,unet" in s for s in steps)
     order = [next(i for i, s in enumerate(steps) if key in s) for key in

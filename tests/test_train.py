@@ -137,9 +137,9 @@ def test_autoencoder_steps_lower_the_loss(loss):
     torch.manual_seed(0)
     task = ReconstructionTask(code_size=8192, loss=loss, optimizer=adam, channels_last=False)
     task.log = task.log_dict = lambda *a, **k: None
-    x = torch.rand(2, 3, 16, 16).repeat_interleave(8, -1).repeat_interleave(8, -2)  # smooth 128x128 images
-    losses = overfit(task, x, steps=10)
-    assert losses[-1] < 0.8 * losses[0]
+    x = (torch.rand(2, 3, 1, 1) * 0.8 + 0.1).expand(2, 3, 128, 128).contiguous()  # flat colours, far from grey
+    losses = overfit(task, x, steps=12)
+    assert losses[-1] < 0.5 * losses[0]
 
 
 @pytest.mark.parametrize("loss", ["bce", "dice", "bce_dice"])
@@ -153,7 +153,7 @@ def test_segmentation_steps_lower_the_loss(loss):
     mask[:, :, 16:48, 16:48] = 1
     mask[:, :, 15, 16:48] = 255
     x = mask.float().clamp(max=1) * 0.6 + 0.2 + 0.05 * torch.randn(4, 1, 64, 64)
-    losses = overfit(task, (x, mask), steps=15)
+    losses = overfit(task, (x, mask), steps=30)
     assert losses[-1] < 0.9 * losses[0]
 
 

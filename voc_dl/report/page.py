@@ -73,7 +73,9 @@ def write(out: Path, runs: list[Run]) -> tuple[Path, Path]:
             md.append((out / f"{table}.md").read_text())
             with open(out / f"{table}.csv") as f:
                 rows = list(csv.DictReader(f))
-            notes = [line[2:] for line in (out / f"{table}.md").read_text().splitlines() if line.startswith("- ")]
+            lines = (out / f"{table}.md").read_text().splitlines()
+            notes = [line[2:] for line in lines if line.startswith("- ")]
+            body.append(f"<h3>{html.escape(lines[0].lstrip('# '))}</h3>")
             body.append(_html_table(rows, link_key="run"))
             body += [f"<p class=note>{html.escape(n)}</p>" for n in notes]
         else:
