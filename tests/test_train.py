@@ -211,3 +211,14 @@ def test_parallel_sweep_with_joblib_caps_threads(tmp_path, synthetic_root):
         metrics = json.loads(m.read_text())
         assert metrics["status"] == "ok"
         assert metrics["hardware"]["threads"] == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_segmentation_augmentation_moves_image_and_mask_together():
+    torch.manual_seed(1)
+    x = torch.rand(6, 1, 16, 16)
+    mask = (x > 0.5).to(torch.uint8)  # the mask is a function of the image: it must stay one after augmenting
+    for _ in range(5):
+        ax, am = SegmentationTask.flip_and_shift(x, mask, max_shift=3)
+        real = am != 255
+        assert torch.equal(am[real], (ax[real] > 0.5).to(torch.uint8))
+        assert (~real).sum() < 0.5 * real.numel()

@@ -61,12 +61,12 @@ def segmentation_metrics(prefix: str) -> MetricCollection:
 class SegmentationTask(VOCTask):
     monitor, monitor_mode, key_metric = "val/dice", "max", "val/dice"
 
-    def __init__(self, net: nn.Module, loss: str = "dice", bce_weight: float = 0.5, **kwargs):
+    def __init__(self, net: nn.Module, loss: str = "dice", bce_weight: float = 0.5, augment: bool = False, **kwargs):
         if loss not in LOSSES:
             raise ValueError(f"model.loss={loss!r}; allowed: {', '.join(LOSSES)}")
         super().__init__(**kwargs)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.net, self.loss_name, self.bce_weight = net, loss, bce_weight
+        self.net, self.loss_name, self.bce_weight, self.augment = net, loss, bce_weight, augment
         self.train_metrics = segmentation_metrics("train/")
         self.val_metrics = segmentation_metrics("val/")
         self.val_dice_img, self.val_iou_img = MeanMetric(), MeanMetric()
@@ -84,8 +84,28 @@ class SegmentationTask(VOCTask):
         return self.bce_weight * masked_bce(logits, target, valid) + (1 - self.bce_weight) * soft_dice_loss(
             logits, target, valid)
 
+    @staticmethod
+    def flip_and_shift(x: torch.Tensor, mask: torch.Tensor, max_shift: int = 6):
+        """The same random horizontal flip and shift for each image and its mask (void fills the gap)."""
+        flip = torch.rand(x.shape[0], device=x.device) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        mask = torch.where(flip.view(-1, 1, 1, 1), mask.flip(-1), mask)
+        dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,)))
+        x = torch.roll(x, (dy, dx), dims=(-2, -1))
+        mask = torch.roll(mask, (dy, dx), dims=(-2, -1))
+        # pixels that wrapped around are not real: void, so they count in neither loss nor metric
+        wrapped = torch.zeros_like(mask, dtype=torch.bool)
+        if dy:
+            (wrapped[..., :dy, :] if dy > 0 else wrapped[..., dy:, :]).fill_(True)
+        if dx:
+            (wrapped[..., :, :dx] if dx > 0 else wrapped[..., :, dx:]).fill_(True)
+        mask = mask.masked_fill(wrapped, VOID)
+        return x, mask
+
     def training_step(self, batch, batch_idx: int):
         x, mask = batch
+        if self.augment:
+            x, mask = self.flip_and_shift(x, mask)
         logits = self(x).float()
         loss = self.loss(logits, mask)
         self.train_metrics.update(logits.detach() > 0, mask)
