@@ -11,7 +11,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from voc_dl.eval import datamodule_from, load_task
 from voc_dl.models.pca import PCA
-from voc_dl.report.common import save_figure, to_hwc, write_table
+from voc_dl.report.common import no_ticks, save_figure, to_hwc, write_table
 from voc_dl.report.runs import Run
 from voc_dl.report.study import TABLE1
 
@@ -120,9 +120,7 @@ def figure_reconstructions(runs: list[Run], data_cfg: dict, path: Path) -> Path 
                 axes[i][j].set_title(label, fontsize=9)
         if i == 0:
             axes[i][0].set_title("original", fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    no_ticks(axes)
     return save_figure(fig, path)
 
 

@@ -58,3 +58,10 @@ def to_hwc(t):
     """(C, H, W) tensor in [0, 1] -> array for imshow."""
     a = t.detach().float().clamp(0, 1).cpu()
     return a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
+
+
+def no_ticks(axes) -> None:
+    """Image panels: no axis ticks."""
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from voc_dl.eval import datamodule_from, load_task
-from voc_dl.report.common import save_figure, to_hwc, write_table
+from voc_dl.report.common import no_ticks, save_figure, to_hwc, write_table
 from voc_dl.report.runs import Run
 from voc_dl.report.study import TABLE3
 from voc_dl.tasks.segmentation import VOID, per_image_dice_iou
@@ -82,9 +82,7 @@ def figure_sample(data_cfg: dict, path: Path) -> Path:
     axes[0].set_title("image (64x64 gray)", fontsize=8)
     axes[1].imshow(m[0].numpy(), cmap="gray", vmin=0, vmax=255)
     axes[1].set_title("target (white void border)", fontsize=8)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    no_ticks(axes)
     return save_figure(fig, path)
 
 
@@ -111,9 +109,7 @@ def figure_predictions(runs: list[Run], data_cfg: dict, path: Path, n: int = 5) 
             axes[i][j].imshow(p[i, 0].numpy(), cmap="gray")
     for j, title in enumerate(["image", "target", *[label for label, _ in preds]]):
         axes[0][j].set_title(title, fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    no_ticks(axes)
     return save_figure(fig, path)
 
 
