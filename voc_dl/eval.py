@@ -36,9 +36,15 @@ def training_config(ckpt_path: Path) -> tuple[dict, dict]:
     return saved["model"], saved["data"]
 
 
-def load_task(ckpt_path: str | Path):
-    """The trained LightningModule of a checkpoint (eval mode, CPU) and the data config it trained on."""
-    model_cfg, data_cfg = training_config(Path(ckpt_path))
+def load_task(ckpt_path: str | Path, model_cfg: dict | None = None):
+    """The trained LightningModule of a checkpoint (eval mode, CPU) and the data config it trained on.
+
+    `model_cfg` rebuilds the network when the checkpoint predates the config stored in checkpoints.
+    """
+    if model_cfg:
+        data_cfg = {}
+    else:
+        model_cfg, data_cfg = training_config(Path(ckpt_path))
     if "encoder_ckpt" in model_cfg:
         model_cfg = {**model_cfg, "encoder_ckpt": None}
     task = instantiate(model_cfg, _convert_="all")

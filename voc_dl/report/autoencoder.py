@@ -106,7 +106,7 @@ def figure_reconstructions(runs: list[Run], data_cfg: dict, path: Path) -> Path 
     x = dm.val_set.__getitems__([i for _, i in picks])[0].float().div(255)
     outputs = []
     for r in runs:
-        task, _ = load_task(r.metrics["best_ckpt"])
+        task, _ = load_task(r.metrics["best_ckpt"], r.model_cfg)
         with torch.no_grad():
             outputs.append((f"{r.model_cfg['code_size']} codes", task.net(x)))
     cols = 1 + len(outputs)

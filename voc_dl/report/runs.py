@@ -74,11 +74,30 @@ def read_run(path: Path) -> Run:
         overrides = path / ".hydra" / "overrides.yaml"
         if overrides.is_file():
             metrics["overrides"] = list(OmegaConf.load(overrides))
+    if "config" not in metrics and (path / ".hydra" / "config.yaml").is_file():
+        metrics["config"] = saved_config(path)
     history = []
     if (path / "history.csv").is_file():
         with open(path / "history.csv") as f:
             history = list(csv.DictReader(f))
     return Run(path, metrics, history)
+
+
+def saved_config(path: Path) -> dict | None:
+    """Model and data config from the run's .hydra files (for runs whose metrics.json lacks them)."""
+    from omegaconf import OmegaConf
+
+    import voc_dl  # noqa: F401  (resolvers)
+
+    try:
+        hydra_cfg = OmegaConf.load(path / ".hydra" / "hydra.yaml").hydra
+        text = (path / ".hydra" / "config.yaml").read_text()
+        text = text.replace("${hydra:runtime.cwd}", str(hydra_cfg.runtime.cwd))
+        text = text.replace("${hydra:runtime.output_dir}", str(path))
+        cfg = OmegaConf.create(text)
+        return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data")}
+    except Exception:  # an unreadable config leaves the row without model details, never breaks the report
+        return None
 
 
 def collect(root: str | Path) -> list[Run]:

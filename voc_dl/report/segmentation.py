@@ -96,7 +96,7 @@ def figure_predictions(runs: list[Run], data_cfg: dict, path: Path, n: int = 5) 
     x = x.float() / 255
     preds = []
     for r in runs:
-        task, _ = load_task(r.metrics["best_ckpt"])
+        task, _ = load_task(r.metrics["best_ckpt"], r.model_cfg)
         with torch.no_grad():
             net = (r.model_cfg.get("net") or {}).get("_target_", "").rsplit(".", 1)[-1]
             preds.append((f"{net} {r.model_cfg.get('loss')}", torch.sigmoid(task.net(x)) > 0.5))
