@@ -222,3 +222,14 @@ def test_segmentation_augmentation_moves_image_and_mask_together():
         real = am != 255
         assert torch.equal(am[real], (ax[real] > 0.5).to(torch.uint8))
         assert (~real).sum() < 0.5 * real.numel()
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(compose_cfg, tmp_path):
+    def run(seed, folder):
+        cfg = compose_cfg(["experiment=segmentation", "debug=tiny", "trainer.deterministic=true", f"seed={seed}",
+                           f"paths.run_dir={tmp_path / folder}", *SMALL])
+        return train(cfg)["val"]
+
+    first, again, other = run(1, "a"), run(1, "b"), run(2, "c")
+    assert first == again
+    assert first != other
