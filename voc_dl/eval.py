@@ -27,29 +27,24 @@ from voc_dl.train import _floats, instantiate
 log = logging.getLogger("voc_dl")
 
 
-def training_config(ckpt_path: Path) -> tuple[dict, dict]:
-    """The model and data configs of the run that wrote the checkpoint (stored in it by voc_dl.train)."""
-    saved = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("voc_dl")
-    if saved is None:
-        raise ValueError(f"ckpt_path={ckpt_path} was not written by voc_dl.train (no 'voc_dl' entry), so the "
-                         "network cannot be rebuilt from it. Fix: use a checkpoint of a voc-dl run")
-    return saved["model"], saved["data"]
-
-
 def load_task(ckpt_path: str | Path, model_cfg: dict | None = None):
     """The trained LightningModule of a checkpoint (eval mode, CPU) and the data config it trained on.
 
-    `model_cfg` rebuilds the network when the checkpoint predates the config stored in checkpoints.
+    The network is rebuilt from the config voc_dl.train stores in the checkpoint; `model_cfg` rebuilds
+    it instead for checkpoints that predate that.
     """
-    if model_cfg:
-        data_cfg = {}
-    else:
-        model_cfg, data_cfg = training_config(Path(ckpt_path))
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    data_cfg = {}
+    if not model_cfg:
+        saved = ckpt.get("voc_dl")
+        if saved is None:
+            raise ValueError(f"ckpt_path={ckpt_path} was not written by voc_dl.train (no 'voc_dl' entry), so the "
+                             "network cannot be rebuilt from it. Fix: use a checkpoint of a voc-dl run")
+        model_cfg, data_cfg = saved["model"], saved["data"]
     if "encoder_ckpt" in model_cfg:
-        model_cfg = {**model_cfg, "encoder_ckpt": None}
+        model_cfg = {**model_cfg, "encoder_ckpt": None}  # the checkpoint holds every weight already
     task = instantiate(model_cfg, _convert_="all")
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
-    task.load_state_dict(state)
+    task.load_state_dict(ckpt["state_dict"])
     return task.eval(), data_cfg
 
 
@@ -69,10 +64,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such file. Fix: give a checkpoint such as "
                                 "outputs/runs/<experiment>/<time>/checkpoints/best.ckpt")
-    model_cfg, train_data = training_config(ckpt)
-    if "encoder_ckpt" in model_cfg:
-        model_cfg["encoder_ckpt"] = None  # the checkpoint holds every weight already
-    model = instantiate(model_cfg, _convert_="all")
+    model, train_data = load_task(ckpt)
     data_cfg = cfg.data.copy()
     with open_dict(data_cfg):
         for key in ("task", "image_size", "color", "classes"):
@@ -82,7 +74,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule = instantiate(data_cfg)
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_model_summary=False,
                          precision=resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator))
-    val = trainer.validate(model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)[0]
+    val = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     result = {"status": "ok", "task_name": "eval", "ckpt_path": str(ckpt.resolve()),
               "train_run": str(ckpt.resolve().parent.parent), "split": cfg.split, "val": _floats(val),
               "data": datamodule.info, "hardware": hardware(), "wall_time_s": round(time.time() - started, 1)}

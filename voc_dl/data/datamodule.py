@@ -132,6 +132,8 @@ class VOCDataModule(pl.LightningDataModule):
         self.train_set: ArrayDataset | None = None
         self.val_set: ArrayDataset | None = None
         self.info: dict = {}
+        # prepare_data's entries, so setup in the same process does not reopen and re-checksum them
+        self._entries: dict[str, tuple[cache.CacheEntry, np.ndarray | None]] = {}
 
     # -- preparing the tree and the caches ---------------------------------------------------------
     def prepare_data(self) -> None:
@@ -155,6 +157,11 @@ class VOCDataModule(pl.LightningDataModule):
         return [i for i, k in zip(ids, keep, strict=True) if k], labels[keep]
 
     def _entry(self, split: str) -> tuple[cache.CacheEntry, np.ndarray | None]:
+        if split not in self._entries:
+            self._entries[split] = self._load_entry(split)
+        return self._entries[split]
+
+    def _load_entry(self, split: str) -> tuple[cache.CacheEntry, np.ndarray | None]:
         base = check_tree(self.root, self.year)
         ids, labels = self._selection(split)
         jpeg = [base / "JPEGImages" / f"{i}.jpg" for i in ids]

@@ -35,7 +35,7 @@ def ae_rows(runs: list[Run]) -> list[dict]:
             "study MSE": study[0], "study MAE": study[1],
             "MSE - study": r.val("val/mse") - study[0], "PCA k with equal MSE": None,
             "wall s": round(r.metrics.get("wall_time_s") or 0),
-            "status": r.status if r.ok else f"{r.status}: {r.metrics.get('error', '')[:80]}",
+            "status": r.status_line,
             "run": str(r.path),
         })
     return sorted(rows, key=lambda x: (x["experiment"], x["code size"] or 0, x["loss"] or ""))
@@ -57,7 +57,7 @@ def pca_baseline(data_cfg: dict, ks: list[int] | None = None):
                      "val MAE": torch.mean((rec - val).abs()).item(), "PSNR dB": 10 * np.log10(1 / mse),
                      "SSIM": structural_similarity_index_measure(rec, val, data_range=1.0).item(),
                      "status": "ok", "run": f"PCA on {len(train)} training images"})
-    return rows, (curve_ks, curve), len(train), kmax, dm
+    return rows, (curve_ks, curve), len(train), kmax
 
 
 def pca_equivalent(ae_mse: float, curve) -> str:
@@ -136,7 +136,7 @@ def report(runs: list[Run], out: Path) -> dict:
              "data and epochs as listed (a shortened run says so in its epochs column)."]
     if ok:
         data_cfg = ok[0].data_cfg
-        pca_rows, curve, n_train, kmax, _ = pca_baseline(data_cfg)
+        pca_rows, curve, n_train, kmax = pca_baseline(data_cfg)
         for row in rows:
             if row["status"] == "ok":
                 row["PCA k with equal MSE"] = pca_equivalent(row["val MSE"], curve)

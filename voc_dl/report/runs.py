@@ -23,6 +23,11 @@ class Run:
         return self.status == "ok"
 
     @property
+    def status_line(self) -> str:
+        """'ok', or the status with the start of the error: what a table's status column shows."""
+        return self.status if self.ok else f"{self.status}: {self.metrics.get('error', '')[:80]}"
+
+    @property
     def task(self) -> str:
         return self.metrics.get("task_name", "?")
 

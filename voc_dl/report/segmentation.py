@@ -56,7 +56,7 @@ def seg_rows(runs: list[Run]) -> list[dict]:
             "pixel acc": r.val("val/pixel_acc"), "epochs": r.metrics.get("epochs"),
             "best epoch": r.metrics.get("best_epoch"), "study Dice": study[0], "study IoU": study[1],
             "Dice - study": r.val("val/dice") - study[0], "wall s": round(r.metrics.get("wall_time_s") or 0),
-            "status": r.status if r.ok else f"{r.status}: {r.metrics.get('error', '')[:80]}", "run": str(r.path),
+            "status": r.status_line, "run": str(r.path),
         })
     return sorted(rows, key=lambda x: (x["model"], x["loss"] or ""))
 
