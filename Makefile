@@ -22,7 +22,7 @@ DATA_ARGS := $(if $(DATA),dataset=voc2009 data.root=$(abspath $(DATA)) data.year
 COMMON := $(DATA_ARGS) trainer.accelerator=$(ACCELERATOR) $(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) $(ARGS)
 TRAIN := $(PY) -m voc_dl.train -m
 
-.PHONY: help install demo test test-slow lint bench bench-data autoencoder classifiers segmentation report tensorboard all
+.PHONY: help install demo test test-slow lint bench bench-fidelity bench-data autoencoder classifiers segmentation report tensorboard all
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,11 +49,21 @@ test-slow: $(STAMP) ## the slow tests too (real-data smoke runs)
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check voc_dl tests benchmarks
 
-bench: $(STAMP) ## training images/s of every net (fp32, channels_last, bf16 where native) against the matmul peak
-	$(PY) benchmarks/train_speed.py $(ARGS)
+# The data benchmark reads DATA=... (or DATASET=shared_voc: ../shared/voc, VOC2012, cat/dog/person), else synthetic.
+BENCH_DATA := $(if $(DATA),--root $(DATA) --year $(YEAR),$(if $(filter shared_voc,$(DATASET)),--root ../shared/voc --year 2012 --classes cat dog person))
 
-bench-data: $(STAMP) ## first-load versus cached-load time of the VOC preprocessing (DATA=... for real data)
-	$(PY) benchmarks/data_cache.py $(if $(DATA),--root $(DATA) --year $(YEAR))
+bench: $(STAMP) ## the performance report: every net against the matmul peak, voc-dl's loop against a hand-written one, data cache
+	$(PY) benchmarks/train_speed.py $(ARGS)
+	$(PY) benchmarks/loop_overhead.py
+	$(PY) benchmarks/data_cache.py $(BENCH_DATA)
+	cat outputs/bench/train_speed.md outputs/bench/loop_overhead.md outputs/bench/data_cache.md > outputs/bench/report.md
+	@echo "bench report: outputs/bench/report.md (JSON beside it)"
+
+bench-fidelity: $(STAMP) ## each section briefly in plain fp32 and in the fast default: metrics side by side (DATASET=...)
+	$(PY) benchmarks/fidelity.py --dataset $(DATASET)
+
+bench-data: $(STAMP) ## first-load versus cached-load time of the VOC preprocessing (DATA=... or DATASET=shared_voc)
+	$(PY) benchmarks/data_cache.py $(BENCH_DATA)
 
 autoencoder: $(STAMP) ## Section 1: code size x loss sweep (6 jobs), PCA baseline, Table 1, Figures 2-3
 	$(TRAIN) experiment=autoencoder model.code_size=2048,4096,8192 model.loss=mse,mae \

@@ -25,18 +25,20 @@ TASKS = {
 }
 
 
-def epoch_time(dm: VOCDataModule) -> float:
+def epoch_time(dm: VOCDataModule, to_float: bool) -> float:
+    """One pass over train and val through the DataLoaders: uint8 batches, optionally made float as in training."""
     t = time.perf_counter()
     for loader in (dm.train_dataloader(), dm.val_dataloader()):
         for batch in loader:
-            dm.on_after_batch_transfer(batch, 0)
+            if to_float:
+                dm.on_after_batch_transfer(batch, 0)
     return time.perf_counter() - t
 
 
 def bench(root: str, year: str, classes: list[str], repeats: int) -> list[dict]:
     rows = []
     for task, kw in TASKS.items():
-        cold, warm, epochs = [], [], []
+        cold, warm, epochs, floats = [], [], [], []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as cache_dir:
                 dm = VOCDataModule(task=task, root=root, year=year, classes=classes, cache_dir=cache_dir, **kw)
@@ -48,14 +50,18 @@ def bench(root: str, year: str, classes: list[str], repeats: int) -> list[dict]:
                 t = time.perf_counter()
                 again.setup()
                 warm.append(time.perf_counter() - t)
-                epochs.append(epoch_time(again))
+                epochs.append(epoch_time(again, to_float=False))
+                floats.append(epoch_time(again, to_float=True))
         n = dm.info["train_images"] + dm.info["val_images"]
         row = {"task": task, "train": dm.info["train_images"], "val": dm.info["val_images"],
                "cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
                "epoch_read_s": statistics.median(epochs), "decode_ms_per_image": 1000 * statistics.median(cold) / n,
                "cached_ms_per_image": 1000 * statistics.median(epochs) / n,
+               "cached_float_ms_per_image": 1000 * statistics.median(floats) / n,
                "min_max_cold_s": [min(cold), max(cold)], "min_max_warm_s": [min(warm), max(warm)]}
+        # decoding yields uint8 pixels, so the like-for-like comparison is the cached uint8 read
         row["speedup_read"] = row["decode_ms_per_image"] / row["cached_ms_per_image"]
+        row["speedup_float"] = row["decode_ms_per_image"] / row["cached_float_ms_per_image"]
         if task == "classification":
             row["positives_train"] = dm.info["train_positives"]
             row["positives_val"] = dm.info["val_positives"]
@@ -85,12 +91,16 @@ def main() -> None:
     (out / "data_cache.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# Data: first load versus cache ({meta['root']}, VOC{args.year}, classes {' '.join(args.classes)})",
              "", f"Medians of {args.repeats} repeats.", "",
-             "| task | train | val | first load s | cached open s | epoch read s | decode ms/img | cached ms/img | x |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "first load = list parsing, JPEG/PNG decode, resize, cache write; cached open = memory map + checksum; "
+             "cached ms/img = a full epoch of uint8 batches from the DataLoader (+ float: also made float as in "
+             "training).", "",
+             "| task | train | val | first load s | cached open s | decode ms/img | cached ms/img | x | "
+             "+ float ms/img | x |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['task']} | {r['train']} | {r['val']} | {r['cold_s']:.2f} | {r['warm_s']:.3f} | "
-                     f"{r['epoch_read_s']:.3f} | {r['decode_ms_per_image']:.2f} | {r['cached_ms_per_image']:.3f} | "
-                     f"{r['speedup_read']:.0f} |")
+                     f"{r['decode_ms_per_image']:.2f} | {r['cached_ms_per_image']:.3f} | {r['speedup_read']:.0f} | "
+                     f"{r['cached_float_ms_per_image']:.3f} | {r['speedup_float']:.0f} |")
     (out / "data_cache.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities.seed import _collect_rng_states, _set_rng_states
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -81,6 +82,40 @@ class MetricsHistory(Callback):
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(self.path, out.getvalue())
+
+
+class RngState(Callback):
+    """Random-number states in every checkpoint, so a resumed run draws what the uninterrupted one drew.
+
+    Lightning restores weights, optimizer and loop counters but not the torch/numpy/python RNGs that
+    shuffle batches and drive dropout and augmentation; without them a resume gives other metrics.
+    The states are set back at fit start, before Lightning creates the first epoch's data iterator
+    (which draws the shuffle and worker seeds): in an uninterrupted run nothing draws between the
+    checkpoint and that point either.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        states = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        if "numpy" in states:  # as a tensor: checkpoints stay loadable with torch.load(weights_only=True)
+            kind, keys, pos, has_gauss, gauss = states["numpy"]
+            states["numpy"] = (kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, gauss)
+        return {"rng": states}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.pending = state_dict.get("rng")
+        if self.pending and "numpy" in self.pending:
+            kind, keys, pos, has_gauss, gauss = self.pending["numpy"]
+            self.pending["numpy"] = (kind, keys.numpy().astype("uint32"), pos, has_gauss, gauss)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
+        if self.pending is not None:
+            _set_rng_states(self.pending)
+            self.pending = None
+
+    on_train_start = on_fit_start  # strategies that restore callbacks only after setup (FSDP, DeepSpeed)
 
 
 class FiniteGuard(Callback):

@@ -140,6 +140,8 @@ def train(cfg: DictConfig) -> dict:
         history = run_dir / "history.csv"
         # ddp_spawn trains in child processes: the parent's epoch counter stays 0, history.csv does not
         epochs = max(trainer.current_epoch, len(history.read_text().splitlines()) - 1 if history.exists() else 0)
+        if not datamodule.info:  # ddp_spawn set the data up in its child processes only
+            datamodule.setup("fit")
         result.update(
             status="ok", epochs=epochs, best_epoch=best_epoch, best_ckpt=best,
             val=_floats(val), last=last, data=datamodule.info, wall_time_s=round(time.time() - started, 1),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
+from torchmetrics import Metric, MetricCollection
 from torchvision.utils import make_grid
 
 
@@ -44,6 +45,20 @@ class VOCTask(pl.LightningModule):
 
     def to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    # -- metrics --------------------------------------------------------------------------------------
+    def reset_metrics(self, prefix: str) -> None:
+        for name, module in self.named_children():
+            if name.startswith(prefix) and isinstance(module, Metric | MetricCollection):
+                module.reset()
+
+    def on_train_epoch_start(self) -> None:
+        self.reset_metrics("train_")
+
+    def on_validation_epoch_start(self) -> None:
+        # Explicit, because under ddp_spawn a final trainer.validate() otherwise starts from the states
+        # of an earlier epoch's validation and reports their mixture.
+        self.reset_metrics("val_")
 
     # -- optimisation -----------------------------------------------------------------------------------
     def param_groups(self) -> list[dict] | list[torch.nn.Parameter]:

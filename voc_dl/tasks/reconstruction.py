@@ -49,7 +49,7 @@ class ReconstructionTask(VOCTask):
     def training_step(self, x: torch.Tensor, batch_idx: int):
         x, pred, loss = self._step(x)
         self.train_metrics.update(self.flat(pred.detach()), self.flat(x))
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
@@ -57,7 +57,7 @@ class ReconstructionTask(VOCTask):
         x, pred, loss = self._step(x)
         self.val_flat_metrics.update(self.flat(pred), self.flat(x))
         self.val_image_metrics.update(pred, x)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(self.val_flat_metrics, on_epoch=True)
         self.log_dict(self.val_image_metrics, on_epoch=True)
         self.keep_val_sample(batch_idx, x, pred)

@@ -109,7 +109,7 @@ class SegmentationTask(VOCTask):
         logits = self(x).float()
         loss = self.loss(logits, mask)
         self.train_metrics.update(logits.detach() > 0, mask)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
@@ -122,7 +122,7 @@ class SegmentationTask(VOCTask):
         dice, iou = per_image_dice_iou(pred, mask == 1, mask != VOID)
         self.val_dice_img.update(dice)
         self.val_iou_img.update(iou)
-        self.log("val/loss", loss, on_epoch=True)
+        self.log("val/loss", loss, on_epoch=True, sync_dist=True)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
         self.log("val/dice_per_image", self.val_dice_img, on_epoch=True)
         self.log("val/iou_per_image", self.val_iou_img, on_epoch=True)
