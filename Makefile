@@ -11,6 +11,7 @@ DATASET ?= synthetic
 DATA ?=
 YEAR ?= 2009
 ACCELERATOR ?= auto
+PRECISION ?=
 EPOCHS ?=
 ARGS ?=
 STUDY ?= outputs/study
@@ -19,7 +20,8 @@ PRETRAINED_WEIGHTS ?= IMAGENET1K_V1
 ENCODER ?= $(STUDY)/autoencoder/model.code_size=8192,model.loss=mse/checkpoints/best.ckpt
 
 DATA_ARGS := $(if $(DATA),dataset=voc2009 data.root=$(abspath $(DATA)) data.year=$(YEAR),dataset=$(DATASET))
-COMMON := $(DATA_ARGS) trainer.accelerator=$(ACCELERATOR) $(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) $(ARGS)
+COMMON := $(DATA_ARGS) trainer.accelerator=$(ACCELERATOR) $(if $(PRECISION),trainer.precision=$(PRECISION)) \
+	$(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) $(ARGS)
 TRAIN := $(PY) -m voc_dl.train -m
 
 .PHONY: help install demo test test-slow lint bench bench-fidelity bench-data autoencoder classifiers segmentation report tensorboard all

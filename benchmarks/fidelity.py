@@ -28,15 +28,15 @@ def run(experiment: str, extra: list[str], args, out: Path) -> dict[str, dict]:
     sweep = out / "fidelity_runs" / experiment
     cmd = [sys.executable, "-m", "voc_dl.train", "-m", f"experiment={experiment}", f"dataset={args.dataset}",
            *extra, "fp32=true,false", f"trainer.max_epochs={args.epochs}", "trainer.deterministic=true",
-           f"trainer.limit_train_batches={args.limit_train_batches}", f"seed={args.seed}",
+           f"++trainer.limit_train_batches={args.limit_train_batches}", f"seed={args.seed}",
            f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir='fp32=${fp32}'"]
     subprocess.run(cmd, check=True)
     found = {}
-    for mode in ("true", "false"):
+    for mode in ("True", "False"):
         metrics = json.loads((sweep / f"fp32={mode}" / "metrics.json").read_text())
         if metrics["status"] != "ok":
             raise RuntimeError(f"{experiment} fp32={mode} failed: {metrics.get('error')}")
-        found["fp32" if mode == "true" else "default"] = metrics
+        found["fp32" if mode == "True" else "default"] = metrics
     return found
 
 

@@ -125,8 +125,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for experiment in args.experiments.split(","):
             overrides = [f"data.batch_size={args.batch}", "trainer.max_epochs=2", f"data.cache_dir={tmp}/cache",
-                         f"trainer.limit_train_batches={args.batches}", "trainer.limit_val_batches=0",
-                         "trainer.enable_progress_bar=false", "data.synthetic.n_images=480"]
+                         f"++trainer.limit_train_batches={args.batches}", "++trainer.limit_val_batches=0",
+                         "++trainer.enable_progress_bar=false", "data.synthetic.n_images=480"]
             ours, hand, share = [], [], []
             for r in range(args.repeats):
                 cfg = compose_cfg(experiment, f"{tmp}/{experiment}-{r}", overrides)

@@ -101,3 +101,51 @@ def test_ddp_cpu_trains_and_its_metrics_equal_a_single_process_evaluation(tmp_pa
     assert set(single["val"]) == set(ddp["val"])
     for key, value in single["val"].items():
         assert ddp["val"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_a_failing_job_does_not_take_the_sweep_down(tmp_path, synthetic_root):
+    """A bad value and a missing file fail their own jobs only; the report lists them as failed."""
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "voc_dl.train", "-m", "experiment=classification", "model=pretrained",
+           "model.net.weights=null,missing_weights.pth", "model.optimizer.lr=0.001,-1", "debug=fast",
+           "data.batch_size=2", f"data.root={synthetic_root}", "data.synthetic.n_images=48", "data.synthetic.seed=3",
+           f"data.cache_dir={tmp_path}/cache", f"hydra.sweep.dir={sweep}", "~logger"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    assert len(results) == 4
+    ok = [name for name, r in results.items() if r["status"] == "ok"]
+    assert len(ok) == 1 and "model.net.weights=null,model.optimizer.lr=0.001," in ok[0]
+    missing = next(r for name, r in results.items() if "weights=missing_weights.pth,model.optimizer.lr=0.001," in name)
+    assert missing["status"] == "failed" and "model.weights=missing_weights.pth: no such file" in missing["error"]
+    for name, r in results.items():
+        if "lr=-1" in name:  # refused at start-up, before the weights or the data are touched
+            assert r["status"] == "failed" and "model.optimizer.lr=-1 must be a positive number" in r["error"]
+
+    from voc_dl.report.__main__ import build
+
+    build(sweep, tmp_path / "report")
+    table2 = (tmp_path / "report" / "table2.md").read_text()
+    assert table2.count("failed") == 3 and "no such file" in table2
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(compose_cfg, tmp_path, monkeypatch):
+    from voc_dl.tasks.segmentation import SegmentationTask
+    from voc_dl.train import train
+
+    loss = SegmentationTask.loss
+
+    def poisoned(self, logits, mask):  # fine in epoch 0, NaN from epoch 1 on
+        value = loss(self, logits, mask)
+        return value * float("nan") if self.training and self.current_epoch >= 1 else value
+
+    monkeypatch.setattr(SegmentationTask, "loss", poisoned)
+    cfg = compose_cfg(["experiment=segmentation", "debug=tiny", "trainer.max_epochs=3", "data.batch_size=4"])
+    with pytest.raises(FloatingPointError, match=r"val/loss is nan at epoch 1: training diverged.*last.ckpt"):
+        train(cfg)
+    run = tmp_path / "run"
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["status"] == "failed" and "FloatingPointError" in saved["error"]
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 0, "the NaN epoch wrote no checkpoint"
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
