@@ -149,3 +149,27 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(compose_cfg, 
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 0, "the NaN epoch wrote no checkpoint"
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def test_slurm_launcher_composes_and_may_run_ddp_inside_each_job(compose_cfg):
+    from voc_dl.train import check_no_nested_launch
+
+    cfg = compose_cfg(["experiment=segmentation", "trainer=ddp", "hydra/launcher=slurm", "hydra.mode=MULTIRUN"])
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert cfg.hydra.launcher.timeout_min > 0 and cfg.hydra.launcher.gpus_per_node >= 1
+    check_no_nested_launch(cfg)  # one process tree per SLURM job: DDP inside it is safe
+
+
+def test_a_sweep_runs_through_submitit(tmp_path, synthetic_root):
+    """The SLURM launcher's engine (submitit), run with its local executor: jobs as separate processes."""
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "voc_dl.train", "-m", "hydra/launcher=submitit_local", "experiment=segmentation",
+           "model.loss=bce,dice", "debug=fast", "data.batch_size=2", f"data.root={synthetic_root}",
+           "data.synthetic.n_images=48", "data.synthetic.seed=3", f"data.cache_dir={tmp_path}/cache",
+           f"hydra.sweep.dir={sweep}", "~logger"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert [r["status"] for r in results] == ["ok", "ok"]
+    assert sorted(o for r in results for o in r["overrides"] if o.startswith("model.loss=")) == [
+        "model.loss=bce", "model.loss=dice"]
