@@ -128,6 +128,8 @@ def main() -> None:
             overrides = [f"data.batch_size={args.batch}", "trainer.max_epochs=2", f"data.cache_dir={tmp}/cache",
                          f"++trainer.limit_train_batches={args.batches}", "++trainer.limit_val_batches=0",
                          "++trainer.enable_progress_bar=false", "data.synthetic.n_images=480"]
+            if experiment == "classification":  # no validation here, so nothing for early stopping to watch
+                overrides = [*overrides, "model.early_stopping_patience=null"]
             ours, hand, share = [], [], []
             for r in range(args.repeats):
                 cfg = compose_cfg(experiment, f"{tmp}/{experiment}-{r}", overrides)

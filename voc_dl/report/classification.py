@@ -19,7 +19,9 @@ def model_name(r: Run) -> str:
     if kind == "EncoderClassifier":
         return "frozen_encoder" if net.get("freeze_encoder") else "encoder"
     if kind == "PretrainedClassifier":
-        return f"pretrained ({net.get('backbone')}, {'frozen' if net.get('freeze') else 'fine-tuned'})"
+        weights = net.get("weights")
+        weights = "random init" if weights in (None, "", "none", "random") else Path(str(weights)).name
+        return f"pretrained ({net.get('backbone')}, {weights}, {'frozen' if net.get('freeze') else 'fine-tuned'})"
     return MODEL_NAMES.get(kind) or kind
 
 
