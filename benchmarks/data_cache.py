@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import save  # benchmarks/ is on sys.path when a script runs
+
 from voc_dl.data.datamodule import VOCDataModule
 from voc_dl.data.synthetic import make_synthetic_voc
 
@@ -86,9 +88,7 @@ def main() -> None:
         make_synthetic_voc(root, args.year)
     rows = bench(root, str(args.year), args.classes, args.repeats)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"root": str(Path(root).resolve()), "year": args.year, "classes": args.classes, "repeats": args.repeats}
-    (out / "data_cache.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# Data: first load versus cache ({meta['root']}, VOC{args.year}, classes {' '.join(args.classes)})",
              "", f"Medians of {args.repeats} repeats.", "",
              "first load = list parsing, JPEG/PNG decode, resize, cache write; cached open = memory map + checksum; "
@@ -101,8 +101,7 @@ def main() -> None:
         lines.append(f"| {r['task']} | {r['train']} | {r['val']} | {r['cold_s']:.2f} | {r['warm_s']:.3f} | "
                      f"{r['decode_ms_per_image']:.2f} | {r['cached_ms_per_image']:.3f} | {r['speedup_read']:.0f} | "
                      f"{r['cached_float_ms_per_image']:.3f} | {r['speedup_float']:.0f} |")
-    (out / "data_cache.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save(out, "data_cache", meta, rows, lines)
 
 
 if __name__ == "__main__":

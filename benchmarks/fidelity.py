@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import save  # benchmarks/ is on sys.path when a script runs
+
 SECTIONS = {  # experiment -> extra overrides
     "autoencoder": ["model.code_size=2048"],
     "classification": ["model=deep_cnn"],
@@ -61,10 +63,8 @@ def main() -> None:
                          "ok": rel <= TOLERANCE, "default_precision": fast["precision"],
                          "fp32_wall_s": ref["wall_time_s"], "default_wall_s": fast["wall_time_s"]})
     all_ok = all(r["ok"] for r in rows)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": args.dataset, "epochs": args.epochs, "limit_train_batches": args.limit_train_batches,
             "seed": args.seed, "tolerance": TOLERANCE, "all_within_tolerance": all_ok}
-    (out / "fidelity.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# Fidelity: plain fp32 versus the fast default ({args.dataset}, {args.epochs} epochs of "
              f"{args.limit_train_batches} batches, seed {args.seed})", "",
              f"Every metric within {100 * TOLERANCE:.0f}% relative: **{'yes' if all_ok else 'NO'}**.", "",
@@ -72,8 +72,7 @@ def main() -> None:
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['section']} | {r['metric']} | {r['fp32']:.5f} | {r['default']:.5f} | {r['default_precision']} | "
               f"{100 * r['rel_diff']:.3f}% |" for r in rows]
-    (out / "fidelity.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save(out, "fidelity", meta, rows, lines)
     sys.exit(0 if all_ok else 1)
 
 

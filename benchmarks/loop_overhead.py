@@ -23,6 +23,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from common import save  # benchmarks/ is on sys.path when a script runs
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -147,8 +148,6 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     meta = {**hardware(), "batch": args.batch, "batches": args.batches, "repeats": args.repeats}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "loop_overhead.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# voc-dl's Lightning loop versus a hand-written loop ({meta['device']}, torch {meta['torch']}, "
              f"{meta['threads']} threads)", "",
              f"batch {args.batch}, {args.batches} batches per epoch, steady-state median of {args.repeats} repeats; "
@@ -158,8 +157,7 @@ def main() -> None:
     lines += [f"| {r['experiment']} | {r['voc_dl_images_per_s']:.2f} ({r['min_max_voc_dl'][0]:.2f}-"
               f"{r['min_max_voc_dl'][1]:.2f}) | {r['hand_images_per_s']:.2f} ({r['min_max_hand'][0]:.2f}-"
               f"{r['min_max_hand'][1]:.2f}) | {r['ratio']:.3f} | {100 * r['data_share_of_epoch']:.1f}% |" for r in rows]
-    (out / "loop_overhead.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save(out, "loop_overhead", meta, rows, lines)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import save  # benchmarks/ is on sys.path when a script runs
 from torch.utils.flop_counter import FlopCounterMode
 
 from voc_dl.config import cpu_has_bf16, hardware
@@ -147,8 +148,6 @@ def write_report(meta: dict, rows: list[dict], out: Path) -> None:
         r["gflop_per_s"] = r["step_gflop_per_image"] * r["images_per_s"]
         peak = meta["matmul_peak_bf16_gflops"] if r.get("bf16") else meta["matmul_peak_fp32_gflops"]
         r["share_of_peak"] = r["gflop_per_s"] / peak
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# Training throughput ({meta['device']}, torch {meta['torch']}, {meta['threads']} threads)", "",
              f"matmul peak (2048x2048): fp32 {meta['matmul_peak_fp32_gflops']:.0f} GFLOP/s, bf16 "
              f"{meta['matmul_peak_bf16_gflops']:.1f} GFLOP/s "
@@ -161,8 +160,7 @@ def write_report(meta: dict, rows: list[dict], out: Path) -> None:
     lines += [f"| {r['net']} | {r['mode']} | {r['fwd_gflop_per_image']:.2f} | {r['step_gflop_per_image']:.2f} | "
               f"{r['images_per_s']:.2f} ({r['min']:.2f}-{r['max']:.2f}) | {r['gflop_per_s']:.0f} | "
               f"{100 * r['share_of_peak']:.0f}% |" for r in rows]
-    (out / "train_speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save(out, "train_speed", meta, rows, lines)
 
 
 if __name__ == "__main__":
