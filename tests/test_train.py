@@ -224,6 +224,27 @@ def test_segmentation_augmentation_moves_image_and_mask_together():
         assert (~real).sum() < 0.5 * real.numel()
 
 
+def test_segmentation_zoom_keeps_image_and_mask_aligned():
+    # a bright square and its mask: after zoom + shift the mask must still cover the square's pixels
+    x = torch.zeros(4, 1, 64, 64)
+    x[..., 20:40, 10:30] = 1
+    mask = (x > 0.5).to(torch.uint8)
+    torch.manual_seed(0)
+    grown = 0
+    for _ in range(8):
+        ax, am = SegmentationTask.flip_and_shift(x, mask, max_zoom=1.3)
+        real = am != 255
+        agree = ((ax[real] > 0.5).to(torch.uint8) == am[real]).float().mean()
+        assert agree > 0.99
+        grown += int((am == 1).sum() > (mask == 1).sum())
+    assert grown >= 4  # zoom really enlarges objects
+
+
+def test_segmentation_rejects_zoom_below_one():
+    with pytest.raises(ValueError, match="model.max_zoom"):
+        SegmentationTask(net=torch.nn.Conv2d(1, 1, 1), optimizer=torch.optim.Adam, max_zoom=0.5)
+
+
 def test_same_seed_same_metrics_other_seed_other_metrics(compose_cfg, tmp_path):
     def run(seed, folder):
         cfg = compose_cfg(["experiment=segmentation", "debug=tiny", "trainer.deterministic=true", f"seed={seed}",

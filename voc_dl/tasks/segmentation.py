@@ -61,12 +61,16 @@ def segmentation_metrics(prefix: str) -> MetricCollection:
 class SegmentationTask(VOCTask):
     monitor, monitor_mode, key_metric = "val/dice", "max", "val/dice"
 
-    def __init__(self, net: nn.Module, loss: str = "dice", bce_weight: float = 0.5, augment: bool = False, **kwargs):
+    def __init__(self, net: nn.Module, loss: str = "dice", bce_weight: float = 0.5, augment: bool = False,
+                 max_zoom: float = 1.0, **kwargs):
         if loss not in LOSSES:
             raise ValueError(f"model.loss={loss!r}; allowed: {', '.join(LOSSES)}")
         super().__init__(**kwargs)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        if max_zoom < 1:
+            raise ValueError(f"model.max_zoom={max_zoom}: must be >= 1 (1 = no zoom)")
         self.net, self.loss_name, self.bce_weight, self.augment = net, loss, bce_weight, augment
+        self.max_zoom = max_zoom
         self.train_metrics = segmentation_metrics("train/")
         self.val_metrics = segmentation_metrics("val/")
         self.val_dice_img, self.val_iou_img = MeanMetric(), MeanMetric()
@@ -85,11 +89,23 @@ class SegmentationTask(VOCTask):
             logits, target, valid)
 
     @staticmethod
-    def flip_and_shift(x: torch.Tensor, mask: torch.Tensor, max_shift: int = 6):
-        """The same random horizontal flip and shift for each image and its mask (void fills the gap)."""
+    def flip_and_shift(x: torch.Tensor, mask: torch.Tensor, max_shift: int = 6, max_zoom: float = 1.0):
+        """The same random flip, zoom and shift for each image and its mask (void fills the gap).
+
+        Zoom (one factor per batch, in [1, max_zoom]) enlarges the batch, image bilinear and mask
+        nearest, and crops a random window of the original size: objects appear at new scales.
+        """
         flip = torch.rand(x.shape[0], device=x.device) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         mask = torch.where(flip.view(-1, 1, 1, 1), mask.flip(-1), mask)
+        if max_zoom > 1:
+            h, w = x.shape[-2:]
+            zoom = 1 + float(torch.rand(())) * (max_zoom - 1)
+            big = (round(h * zoom), round(w * zoom))
+            top, left = (int(torch.randint(0, b - s + 1, ())) for b, s in zip(big, (h, w), strict=True))
+            x = F.interpolate(x, size=big, mode="bilinear", align_corners=False)[..., top:top + h, left:left + w]
+            mask = F.interpolate(mask.float(), size=big, mode="nearest-exact")[..., top:top + h, left:left + w]
+            mask = mask.to(torch.uint8)
         dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,)))
         x = torch.roll(x, (dy, dx), dims=(-2, -1))
         mask = torch.roll(mask, (dy, dx), dims=(-2, -1))
@@ -105,7 +121,7 @@ class SegmentationTask(VOCTask):
     def training_step(self, batch, batch_idx: int):
         x, mask = batch
         if self.augment:
-            x, mask = self.flip_and_shift(x, mask)
+            x, mask = self.flip_and_shift(x, mask, max_zoom=self.max_zoom)
         logits = self(x).float()
         loss = self.loss(logits, mask)
         self.train_metrics.update(logits.detach() > 0, mask)
