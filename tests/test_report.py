@@ -22,6 +22,7 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
         run_into(compose_cfg, study / "autoencoder" / f"cs{cs}", ["experiment=autoencoder", f"model.code_size={cs}"])
     for loss in ("bce", "dice"):
         run_into(compose_cfg, study / "segmentation" / loss, ["experiment=segmentation", f"model.loss={loss}"])
+    run_into(compose_cfg, study / "segmentation_improved" / "unet", ["experiment=segmentation_improved"])
     run_into(compose_cfg, study / "classification" / "cnn", ["experiment=classification", "model=deep_cnn"])
     failed = study / "segmentation" / "broken"
     failed.mkdir(parents=True)
@@ -43,9 +44,11 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
         t3 = list(csv.DictReader(f))
     nets = [r for r in t3 if r["model"] == "SegNet"]
     assert sorted(r["loss"] for r in nets) == ["bce", "dice"]
+    improved = [r for r in t3 if r["experiment"] == "segmentation_improved"]
+    assert [(r["model"], r["loss"]) for r in improved] == [("UNet + aug", "bce_dice")]
     assert any(r["status"].startswith("failed") for r in t3), "a failed run is listed, not dropped"
-    assert sum(r["model"].startswith("baseline") for r in t3) == 2
-    allfg = next(r for r in t3 if r["model"] == "baseline: all foreground")
+    assert sum(r["experiment"] == "baseline" for r in t3) == 2
+    allfg = next(r for r in t3 if r["model"] == "all foreground")
     dice = float(allfg["val Dice"])
     assert abs(float(allfg["val IoU"]) - dice / (2 - dice)) < 1e-9
 

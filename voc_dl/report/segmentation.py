@@ -14,6 +14,14 @@ from voc_dl.report.runs import Run
 from voc_dl.report.study import TABLE3
 from voc_dl.tasks.segmentation import VOID, per_image_dice_iou
 
+TASKS = ("segmentation", "segmentation_improved")
+
+
+def label(r: Run) -> str:
+    """'SegNet dice', with the recipe when it is not the study's."""
+    net = (r.model_cfg.get("net") or {}).get("_target_", "?").rsplit(".", 1)[-1]
+    return f"{net} {r.model_cfg.get('loss')}" + ("" if r.task == "segmentation" else " (improved recipe)")
+
 
 def _scores(pred: torch.Tensor, mask: torch.Tensor) -> dict:
     valid, target = mask != VOID, mask == 1
@@ -40,7 +48,7 @@ def baselines(data_cfg: dict) -> list[dict]:
     rows = []
     for name, pred in (("all foreground", torch.ones_like(val, dtype=torch.bool)),
                        (f"per-pixel prior > {best_t:.2f} (from train)", (freq > best_t).expand_as(val))):
-        rows.append({"loss": "-", "model": f"baseline: {name}", **_scores(pred, val), "status": "ok"})
+        rows.append({"experiment": "baseline", "loss": "-", "model": name, **_scores(pred, val), "status": "ok"})
     return rows
 
 
@@ -51,24 +59,24 @@ def seg_rows(runs: list[Run]) -> list[dict]:
         study = TABLE3.get(loss, (float("nan"), float("nan")))
         net = (r.model_cfg.get("net") or {}).get("_target_", "?").rsplit(".", 1)[-1]
         rows.append({
-            "loss": loss, "model": net, "val Dice": r.val("val/dice"), "val IoU": r.val("val/iou"),
+            "experiment": r.task, "loss": loss, "model": net + (" + aug" if r.model_cfg.get("augment") else ""),
+            "val Dice": r.val("val/dice"), "val IoU": r.val("val/iou"),
             "Dice per image": r.val("val/dice_per_image"), "IoU per image": r.val("val/iou_per_image"),
             "pixel acc": r.val("val/pixel_acc"), "epochs": r.metrics.get("epochs"),
             "best epoch": r.metrics.get("best_epoch"), "study Dice": study[0], "study IoU": study[1],
             "Dice - study": r.val("val/dice") - study[0], "wall s": round(r.metrics.get("wall_time_s") or 0),
             "status": r.status_line, "run": str(r.path),
         })
-    return sorted(rows, key=lambda x: (x["model"], x["loss"] or ""))
+    return sorted(rows, key=lambda x: (x["experiment"], x["model"], x["loss"] or ""))
 
 
 def figure_curves(runs: list[Run], keys: tuple[str, str], ylabel: str, title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for r in runs:
-        label = f"{(r.model_cfg.get('net') or {}).get('_target_', '').rsplit('.', 1)[-1]} {r.model_cfg.get('loss')}"
         for key, style in zip(keys, ("-", "--"), strict=True):
             x, y = r.curve(key)
             if x:
-                ax.plot(x, y, style, label=f"{label}: {key}")
+                ax.plot(x, y, style, label=f"{label(r)}: {key}")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
@@ -98,8 +106,7 @@ def figure_predictions(runs: list[Run], data_cfg: dict, path: Path, n: int = 5) 
     for r in runs:
         task, _ = load_task(r.metrics["best_ckpt"], r.model_cfg)
         with torch.no_grad():
-            net = (r.model_cfg.get("net") or {}).get("_target_", "").rsplit(".", 1)[-1]
-            preds.append((f"{net} {r.model_cfg.get('loss')}", torch.sigmoid(task.net(x)) > 0.5))
+            preds.append((label(r), torch.sigmoid(task.net(x)) > 0.5))
     cols = 2 + len(preds)
     fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
     for i in range(n):
@@ -114,7 +121,7 @@ def figure_predictions(runs: list[Run], data_cfg: dict, path: Path, n: int = 5) 
 
 
 def report(runs: list[Run], out: Path) -> dict:
-    runs = [r for r in runs if r.task == "segmentation"]
+    runs = [r for r in runs if r.task in TASKS]
     if not runs:
         return {}
     rows = seg_rows(runs)
@@ -133,7 +140,7 @@ def report(runs: list[Run], out: Path) -> dict:
                                                 "Figure 6: training and validation loss", out / "figure6.png"))
         written["figures"].append(figure_curves(ok, ("train/dice", "val/dice"), "Dice (pooled)",
                                                 "Figure 7: training and validation Dice", out / "figure7.png"))
-        order = sorted(ok, key=lambda r: ((r.model_cfg.get("net") or {}).get("_target_", ""),
+        order = sorted(ok, key=lambda r: (r.task, (r.model_cfg.get("net") or {}).get("_target_", ""),
                                           r.model_cfg.get("loss") != "bce"))
         fig8 = figure_predictions(order, data_cfg, out / "figure8.png")
         if fig8:
