@@ -86,9 +86,12 @@ classifiers: $(STAMP) $(ENCODER) ## Section 2: four classifiers (+ augmented dee
 		model.net.weights=$(PRETRAINED_WEIGHTS) hydra.sweep.dir=$(STUDY)/classification/pretrained $(COMMON)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section classification
 
-segmentation: $(STAMP) ## Section 3: BCE versus Dice on the study's net and the U-Net, Table 3, Figures 5-8
+segmentation: $(STAMP) ## Section 3: BCE versus Dice on the study's net and the U-Net, the improved recipe, Table 3, Figures 5-8
 	$(TRAIN) experiment=segmentation model=segnet,unet model.loss=bce,dice \
 		hydra.sweep.dir=$(STUDY)/segmentation $(COMMON)
+	$(TRAIN) experiment=segmentation_improved hydra.sweep.dir=$(STUDY)/segmentation_improved $(COMMON)
+	$(TRAIN) experiment=segmentation_improved model=segnet model.augment=false model.loss=dice \
+		hydra.sweep.dir=$(STUDY)/segmentation_improved $(COMMON)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section segmentation
 
 all: $(STAMP) ## the whole study: Sections 1-3 (a section already done is skipped unless FORCE=1), then the report

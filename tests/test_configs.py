@@ -15,6 +15,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 MODELS = {
     "autoencoder": ["autoencoder"], "autoencoder_improved": ["autoencoder_improved"],
     "classification": ["deep_cnn", "encoder", "frozen_encoder", "pretrained"], "segmentation": ["segnet", "unet"],
+    "segmentation_improved": ["unet", "segnet"],
 }
 
 
