@@ -44,6 +44,7 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
         t3 = list(csv.DictReader(f))
     nets = [r for r in t3 if r["model"] == "SegNet"]
     assert sorted(r["loss"] for r in nets) == ["bce", "dice"]
+    assert all(0 <= float(r["last-epoch Dice"]) <= 1 for r in nets)
     improved = [r for r in t3 if r["experiment"] == "segmentation_improved"]
     assert [(r["model"], r["loss"]) for r in improved] == [("UNet + aug", "bce_dice")]
     assert any(r["status"].startswith("failed") for r in t3), "a failed run is listed, not dropped"

@@ -62,7 +62,10 @@ def seg_rows(runs: list[Run]) -> list[dict]:
             "experiment": r.task, "loss": loss, "model": net + (" + aug" if r.model_cfg.get("augment") else ""),
             "val Dice": r.val("val/dice"), "val IoU": r.val("val/iou"),
             "Dice per image": r.val("val/dice_per_image"), "IoU per image": r.val("val/iou_per_image"),
-            "pixel acc": r.val("val/pixel_acc"), "epochs": r.metrics.get("epochs"),
+            "pixel acc": r.val("val/pixel_acc"),
+            # the best epoch is picked on validation Dice, so the last epoch shows how much picking added
+            "last-epoch Dice": (r.metrics.get("last") or {}).get("val/dice", float("nan")),
+            "epochs": r.metrics.get("epochs"),
             "best epoch": r.metrics.get("best_epoch"), "study Dice": study[0], "study IoU": study[1],
             "Dice - study": r.val("val/dice") - study[0], "wall s": round(r.metrics.get("wall_time_s") or 0),
             "status": r.status_line, "run": str(r.path),
