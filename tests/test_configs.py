@@ -97,3 +97,14 @@ def test_precision_switch():
     assert resolve_precision("auto", fp32=True, accelerator="auto") == "32-true"
     assert resolve_precision("16-mixed", fp32=False, accelerator="gpu") == "16-mixed"
     assert resolve_precision("auto", fp32=False, accelerator="cpu") in ("bf16-mixed", "32-true")
+
+
+def test_sweep_folders_are_named_by_overrides_and_plumbing_only_jobs_get_their_own(compose_cfg):
+    from omegaconf import open_dict
+
+    cfg = compose_cfg(["experiment=segmentation"])
+    with open_dict(cfg):
+        cfg.hydra.job.override_dirname = "model.loss=dice"
+        assert cfg.hydra.sweep.subdir == "model.loss=dice"
+        cfg.hydra.job.override_dirname = ""  # e.g. only threads=1 and ~logger, both excluded from names
+        assert cfg.hydra.sweep.subdir == "defaults"

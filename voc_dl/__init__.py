@@ -4,5 +4,8 @@ from omegaconf import OmegaConf
 
 # `${len:${data.classes}}` sizes classifier heads from the class list.
 OmegaConf.register_new_resolver("len", lambda x: len(x), replace=True)
+# `${or_default:${hydra.job.override_dirname}}`: a sweep job whose overrides are all plumbing gets a folder
+# of its own ("defaults") instead of writing into the sweep folder itself.
+OmegaConf.register_new_resolver("or_default", lambda x: x or "defaults", replace=True)
 
 __version__ = "0.1.0"
