@@ -100,10 +100,10 @@ def test_precision_switch():
 
 
 def test_sweep_folders_are_named_by_overrides_and_plumbing_only_jobs_get_their_own(compose_cfg):
-    from omegaconf import open_dict
+    from omegaconf import open_dict, read_write
 
     cfg = compose_cfg(["experiment=segmentation"])
-    with open_dict(cfg):
+    with read_write(cfg.hydra), open_dict(cfg):
         cfg.hydra.job.override_dirname = "model.loss=dice"
         assert cfg.hydra.sweep.subdir == "model.loss=dice"
         cfg.hydra.job.override_dirname = ""  # e.g. only threads=1 and ~logger, both excluded from names
