@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -244,21 +243,6 @@ def test_segmentation_zoom_keeps_image_and_mask_aligned():
 def test_segmentation_rejects_zoom_below_one():
     with pytest.raises(ValueError, match="model.max_zoom"):
         SegmentationTask(net=torch.nn.Conv2d(1, 1, 1), optimizer=torch.optim.Adam, max_zoom=0.5)
-
-
-def test_ema_checkpoints_the_average_and_the_final_validation_measures_the_best_one(compose_cfg, tmp_path):
-    # monitor the worst epoch on purpose, so that "best" is not the last epoch: Lightning's own EMA callback
-    # would validate the last average instead of the checkpoint it was given
-    cfg = compose_cfg(["experiment=segmentation_improved", "debug=tiny", "trainer.max_epochs=3",
-                       "callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.mode=max", *SMALL])
-    result = train(cfg)
-    ckpt = torch.load(result["best_ckpt"], map_location="cpu", weights_only=False)
-    assert result["best_epoch"] < 2
-    raw, avg = ckpt["current_model_state"], ckpt["state_dict"]
-    assert any(not torch.equal(raw[k], avg[k]) for k in avg if k.startswith("net.")), "state_dict is the average"
-    with open(tmp_path / "run" / "history.csv") as f:
-        logged = [r for r in csv.DictReader(f) if int(r["epoch"]) == result["best_epoch"]][0]
-    assert result["val"]["val/loss"] == pytest.approx(float(logged["val/loss"]), rel=1e-4)
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(compose_cfg, tmp_path):

@@ -1,4 +1,4 @@
-"""Callbacks: checkpoints, the per-epoch history file, a guard against NaN/Inf, RNG states, weight EMA."""
+"""Callbacks every run uses: checkpoints, the per-epoch history file, a guard against NaN/Inf."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
-from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.seed import _collect_rng_states, _set_rng_states
 
 
@@ -136,25 +135,3 @@ class FiniteGuard(Callback):
                 "The last good checkpoint is checkpoints/last.ckpt. Fix: lower model.optimizer.lr, "
                 "or use fp32=true to rule out precision"
             )
-
-
-class EMA(EMAWeightAveraging):
-    """Validate and checkpoint an exponential moving average of the weights (and batch-norm buffers).
-
-    Lightning's callback swaps the average in at every validation, and on loading any checkpoint puts the raw
-    weights back, so a `trainer.validate(ckpt_path=best)` after fit would measure the last average or the raw
-    weights; here both happen only while fitting (and resuming), so a final validation measures the averaged
-    weights of the checkpoint it names.
-    """
-
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        if trainer.state.fn == TrainerFn.FITTING:
-            super().on_load_checkpoint(trainer, pl_module, checkpoint)
-
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.FITTING:
-            super().on_validation_epoch_start(trainer, pl_module)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.FITTING:
-            super().on_validation_epoch_end(trainer, pl_module)
