@@ -61,8 +61,9 @@ bench: $(STAMP) ## the performance report: every net against the matmul peak, vo
 	cat outputs/bench/train_speed.md outputs/bench/loop_overhead.md outputs/bench/data_cache.md > outputs/bench/report.md
 	@echo "bench report: outputs/bench/report.md (JSON beside it)"
 
-bench-fidelity: $(STAMP) ## each section briefly in plain fp32 and in the fast default: metrics side by side (DATASET=...)
+bench-fidelity: $(STAMP) ## fp32 versus the fast default: end-of-run metrics (+ seed spread), then lockstep against one ulp (DATASET=...)
 	$(PY) benchmarks/fidelity.py --dataset $(DATASET)
+	$(PY) benchmarks/lockstep.py --dataset $(DATASET)
 
 bench-data: $(STAMP) ## first-load versus cached-load time of the VOC preprocessing (DATA=... or DATASET=shared_voc)
 	$(PY) benchmarks/data_cache.py $(BENCH_DATA)
