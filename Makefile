@@ -91,7 +91,7 @@ segmentation: $(STAMP) ## Section 3: BCE versus Dice on the study's net and the 
 	$(TRAIN) experiment=segmentation model=segnet,unet model.loss=bce,dice \
 		hydra.sweep.dir=$(STUDY)/segmentation $(COMMON)
 	$(TRAIN) experiment=segmentation_improved hydra.sweep.dir=$(STUDY)/segmentation_improved $(COMMON)
-	$(TRAIN) experiment=segmentation_improved model=segnet model.augment=false model.loss=dice \
+	$(TRAIN) experiment=segmentation_improved model=segnet model.augment=false trainer.max_epochs=60 \
 		hydra.sweep.dir=$(STUDY)/segmentation_improved $(COMMON)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section segmentation
 

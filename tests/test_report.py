@@ -46,7 +46,7 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
     assert sorted(r["loss"] for r in nets) == ["bce", "dice"]
     assert all(0 <= float(r["last-epoch Dice"]) <= 1 for r in nets)
     improved = [r for r in t3 if r["experiment"] == "segmentation_improved"]
-    assert [(r["model"], r["loss"]) for r in improved] == [("UNet + aug", "bce_dice")]
+    assert [(r["model"], r["loss"]) for r in improved] == [("UNet + aug", "dice")]
     assert any(r["status"].startswith("failed") for r in t3), "a failed run is listed, not dropped"
     assert sum(r["experiment"] == "baseline" for r in t3) == 2
     allfg = next(r for r in t3 if r["model"] == "all foreground")

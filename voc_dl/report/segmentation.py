@@ -17,6 +17,13 @@ from voc_dl.tasks.segmentation import VOID, per_image_dice_iou
 TASKS = ("segmentation", "segmentation_improved")
 
 
+def augmentation(model_cfg: dict) -> str:
+    if not model_cfg.get("augment"):
+        return ""
+    zoom = model_cfg.get("max_zoom", 1.0)
+    return " + aug" + (f" (zoom {zoom})" if zoom > 1 else "")
+
+
 def label(r: Run) -> str:
     """'SegNet dice', with the recipe when it is not the study's."""
     net = (r.model_cfg.get("net") or {}).get("_target_", "?").rsplit(".", 1)[-1]
@@ -59,7 +66,7 @@ def seg_rows(runs: list[Run]) -> list[dict]:
         study = TABLE3.get(loss, (float("nan"), float("nan")))
         net = (r.model_cfg.get("net") or {}).get("_target_", "?").rsplit(".", 1)[-1]
         rows.append({
-            "experiment": r.task, "loss": loss, "model": net + (" + aug" if r.model_cfg.get("augment") else ""),
+            "experiment": r.task, "loss": loss, "model": net + augmentation(r.model_cfg),
             "val Dice": r.val("val/dice"), "val IoU": r.val("val/iou"),
             "Dice per image": r.val("val/dice_per_image"), "IoU per image": r.val("val/iou_per_image"),
             "pixel acc": r.val("val/pixel_acc"),
@@ -74,14 +81,14 @@ def seg_rows(runs: list[Run]) -> list[dict]:
 
 
 def figure_curves(runs: list[Run], keys: tuple[str, str], ylabel: str, title: str, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for r in runs:
+    fig, ax = plt.subplots(figsize=(9.6, 3.8))
+    for i, r in enumerate(runs):  # one colour per run; solid train, dashed validation
         for key, style in zip(keys, ("-", "--"), strict=True):
             x, y = r.curve(key)
             if x:
-                ax.plot(x, y, style, label=f"{label(r)}: {key}")
+                ax.plot(x, y, style, color=f"C{i % 10}", label=f"{label(r)}: {key}")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return save_figure(fig, path)
 
 
@@ -118,7 +125,7 @@ def figure_predictions(runs: list[Run], data_cfg: dict, path: Path, n: int = 5) 
         for j, (_, p) in enumerate(preds, 2):
             axes[i][j].imshow(p[i, 0].numpy(), cmap="gray")
     for j, title in enumerate(["image", "target", *[label for label, _ in preds]]):
-        axes[0][j].set_title(title, fontsize=8)
+        axes[0][j].set_title(title.replace(" (", "\n("), fontsize=8)
     no_ticks(axes)
     return save_figure(fig, path)
 
