@@ -17,38 +17,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import tempfile
 from pathlib import Path
 
 import torch
-from common import save  # benchmarks/ is on sys.path when a script runs
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from common import compose_train, save  # benchmarks/ is on sys.path when a script runs
+from fidelity import SECTIONS  # the same net per section as the end-of-run comparison
 
 from voc_dl.config import hardware
 from voc_dl.train import build
-
-SECTIONS = {  # experiment -> extra overrides (the fidelity benchmark's choice of nets)
-    "autoencoder": ["model.code_size=2048"],
-    "classification": ["model=deep_cnn"],
-    "segmentation": ["model.loss=dice"],
-}
-CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
-
-
-def compose_cfg(overrides: list[str], run_dir: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base="1.3"):
-        cfg = compose("train.yaml", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):  # what @hydra.main would have filled in
-        cfg.hydra.runtime.cwd, cfg.hydra.runtime.output_dir = os.getcwd(), run_dir
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    return cfg
 
 
 def one_ulp(task: torch.nn.Module, seed: int) -> None:
@@ -61,8 +39,8 @@ def one_ulp(task: torch.nn.Module, seed: int) -> None:
 
 def lockstep(experiment: str, extra: list[str], args) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_cfg([f"experiment={experiment}", f"dataset={args.dataset}", *extra, f"seed={args.seed}",
-                           "~logger", f"paths.run_dir={tmp}"], tmp)
+        cfg = compose_train(experiment, tmp, [f"dataset={args.dataset}", *extra, f"seed={args.seed}", "~logger",
+                                              f"paths.run_dir={tmp}"])
         datamodule, task, _ = build(cfg)
     datamodule.setup("fit")
     torch.manual_seed(args.seed)

@@ -23,16 +23,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from common import save  # benchmarks/ is on sys.path when a script runs
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from common import compose_train, save  # benchmarks/ is on sys.path when a script runs
 
 from voc_dl.config import hardware
 from voc_dl.train import build
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 class BatchClock(pl.Callback):
@@ -50,18 +44,6 @@ class BatchClock(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if batch_idx == trainer.num_training_batches - 1:
             self.epochs[-1].append(time.perf_counter())
-
-
-def compose_cfg(experiment: str, run_dir: str, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train.yaml", return_hydra_config=True, overrides=[f"experiment={experiment}", *overrides])
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = run_dir
-        cfg.hydra.runtime.cwd = str(CONF.parent)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    return cfg
 
 
 def steady_images_per_s(epochs: list[list[float]], batch: int) -> float:
@@ -133,9 +115,9 @@ def main() -> None:
                 overrides = [*overrides, "model.early_stopping_patience=null"]
             ours, hand, share = [], [], []
             for r in range(args.repeats):
-                cfg = compose_cfg(experiment, f"{tmp}/{experiment}-{r}", overrides)
+                cfg = compose_train(experiment, f"{tmp}/{experiment}-{r}", overrides)
                 ours.append(lightning_loop(cfg))
-                cfg = compose_cfg(experiment, f"{tmp}/{experiment}-hand-{r}", overrides)
+                cfg = compose_train(experiment, f"{tmp}/{experiment}-hand-{r}", overrides)
                 ips, s = hand_loop(cfg, args.batches)
                 hand.append(ips)
                 share.append(s)

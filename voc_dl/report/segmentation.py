@@ -24,10 +24,13 @@ def augmentation(model_cfg: dict) -> str:
     return " + aug" + (f" (zoom {zoom})" if zoom > 1 else "")
 
 
+def net_name(r: Run) -> str:
+    return (r.model_cfg.get("net") or {}).get("_target_", "?").rsplit(".", 1)[-1]
+
+
 def label(r: Run) -> str:
     """'SegNet dice', with the recipe when it is not the study's."""
-    net = (r.model_cfg.get("net") or {}).get("_target_", "?").rsplit(".", 1)[-1]
-    return f"{net} {r.model_cfg.get('loss')}" + ("" if r.task == "segmentation" else " (improved recipe)")
+    return f"{net_name(r)} {r.model_cfg.get('loss')}" + ("" if r.task == "segmentation" else " (improved recipe)")
 
 
 def _scores(pred: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -64,9 +67,8 @@ def seg_rows(runs: list[Run]) -> list[dict]:
     for r in runs:
         loss = r.model_cfg.get("loss")
         study = TABLE3.get(loss, (float("nan"), float("nan")))
-        net = (r.model_cfg.get("net") or {}).get("_target_", "?").rsplit(".", 1)[-1]
         rows.append({
-            "experiment": r.task, "loss": loss, "model": net + augmentation(r.model_cfg),
+            "experiment": r.task, "loss": loss, "model": net_name(r) + augmentation(r.model_cfg),
             "val Dice": r.val("val/dice"), "val IoU": r.val("val/iou"),
             "Dice per image": r.val("val/dice_per_image"), "IoU per image": r.val("val/iou_per_image"),
             "pixel acc": r.val("val/pixel_acc"),
@@ -150,8 +152,7 @@ def report(runs: list[Run], out: Path) -> dict:
                                                 "Figure 6: training and validation loss", out / "figure6.png"))
         written["figures"].append(figure_curves(ok, ("train/dice", "val/dice"), "Dice (pooled)",
                                                 "Figure 7: training and validation Dice", out / "figure7.png"))
-        order = sorted(ok, key=lambda r: (r.task, (r.model_cfg.get("net") or {}).get("_target_", ""),
-                                          r.model_cfg.get("loss") != "bce"))
+        order = sorted(ok, key=lambda r: (r.task, net_name(r), r.model_cfg.get("loss") != "bce"))
         fig8 = figure_predictions(order, data_cfg, out / "figure8.png")
         if fig8:
             written["figures"].append(fig8)
