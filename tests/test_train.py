@@ -90,6 +90,12 @@ def test_eval_scores_a_checkpoint_on_another_split(compose_cfg, tmp_path):
     assert {"val/dice", "val/iou", "val/dice_per_image"} <= set(result["val"])
     assert result["data"]["task"] == "segmentation" and result["data"]["image_shape"] == [1, 64, 64]
 
+    # a setting that leaves the weights alone can be changed at evaluation; a made-up one is refused
+    tta = evaluate(compose_cfg([f"ckpt_path={ckpt}", "split=train", "+model.tta=true"], config_name="eval.yaml"))
+    assert tta["model_overrides"] == {"tta": True} and set(tta["val"]) == set(result["val"])
+    with pytest.raises(ValueError, match="model.nonsense: not a setting of .*SegmentationTask.*tta"):
+        evaluate(compose_cfg([f"ckpt_path={ckpt}", "+model.nonsense=1"], config_name="eval.yaml"))
+
 
 def test_early_stopping_stops_on_a_plateau(compose_cfg):
     cfg = compose_cfg(["experiment=classification", "model=deep_cnn", "model.early_stopping_patience=1",
@@ -238,6 +244,19 @@ def test_segmentation_zoom_keeps_image_and_mask_aligned():
         assert agree > 0.99
         grown += int((am == 1).sum() > (mask == 1).sum())
     assert grown >= 4  # zoom really enlarges objects
+
+
+def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror():
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)  # not mirror-symmetric: TTA must change its output
+    task = SegmentationTask(net=net, optimizer=torch.optim.Adam, tta=True)
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        plain, mirrored = net(x), net(x.flip(-1)).flip(-1)
+        assert not torch.allclose(plain, mirrored)
+        torch.testing.assert_close(task.predict_logits(x), (plain + mirrored) / 2)
+        task.tta = False
+        torch.testing.assert_close(task.predict_logits(x), plain)
 
 
 def test_segmentation_rejects_zoom_below_one():

@@ -1,14 +1,17 @@
 """Evaluate a checkpoint on another dataset's split:
 
-    python -m voc_dl.eval ckpt_path=outputs/.../checkpoints/best.ckpt dataset=shared_voc [split=val]
+    python -m voc_dl.eval ckpt_path=outputs/.../checkpoints/best.ckpt dataset=shared_voc [split=val] [model.tta=true]
 
 The network is rebuilt from the config that voc_dl.train stores in each checkpoint; the data
 come from this command's config, with task, image size, colour mode and classes taken from the
-training run, since the network fixes them. Results go to `metrics.json` of the eval run folder.
+training run, since the network fixes them. `model.<key>=...` changes a setting of the saved model
+config that does not change its weights (e.g. the segmenter's flip test-time augmentation).
+Results go to `metrics.json` of the eval run folder.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -17,7 +20,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import voc_dl  # noqa: F401  (registers the config resolvers)
 from voc_dl.callbacks import atomic_write_text
@@ -27,11 +30,21 @@ from voc_dl.train import _floats, instantiate
 log = logging.getLogger("voc_dl")
 
 
-def load_task(ckpt_path: str | Path, model_cfg: dict | None = None):
+def init_arguments(cls: type) -> set[str]:
+    """Keyword arguments a LightningModule accepts, its bases' included (they receive its **kwargs)."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass) and klass.__module__.startswith("voc_dl"):
+            names |= {p.name for p in inspect.signature(klass.__init__).parameters.values()
+                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+    return names
+
+
+def load_task(ckpt_path: str | Path, model_cfg: dict | None = None, overrides: dict | None = None):
     """The trained LightningModule of a checkpoint (eval mode, CPU) and the data config it trained on.
 
     The network is rebuilt from the config voc_dl.train stores in the checkpoint; `model_cfg` rebuilds
-    it instead for checkpoints that predate that.
+    it instead for checkpoints that predate that. `overrides` replace top-level keys of that config.
     """
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     data_cfg = {}
@@ -41,6 +54,12 @@ def load_task(ckpt_path: str | Path, model_cfg: dict | None = None):
             raise ValueError(f"ckpt_path={ckpt_path} was not written by voc_dl.train (no 'voc_dl' entry), so the "
                              "network cannot be rebuilt from it. Fix: use a checkpoint of a voc-dl run")
         model_cfg, data_cfg = saved["model"], saved["data"]
+    allowed = set(model_cfg) | init_arguments(hydra.utils.get_class(model_cfg["_target_"]))
+    unknown = sorted(set(overrides or {}) - allowed)
+    if unknown:
+        raise ValueError(f"model.{unknown[0]}: not a setting of {model_cfg['_target_']} (it takes: "
+                         f"{', '.join(sorted(k for k in allowed if not k.startswith('_')))})")
+    model_cfg = {**model_cfg, **(overrides or {})}
     if "encoder_ckpt" in model_cfg:
         model_cfg = {**model_cfg, "encoder_ckpt": None}  # the checkpoint holds every weight already
     task = instantiate(model_cfg, _convert_="all")
@@ -64,7 +83,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such file. Fix: give a checkpoint such as "
                                 "outputs/runs/<experiment>/<time>/checkpoints/best.ckpt")
-    model, train_data = load_task(ckpt)
+    model, train_data = load_task(ckpt, overrides=OmegaConf.to_container(cfg.model))
     data_cfg = cfg.data.copy()
     with open_dict(data_cfg):
         for key in ("task", "image_size", "color", "classes"):
@@ -76,6 +95,7 @@ def evaluate(cfg: DictConfig) -> dict:
                          precision=resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator))
     val = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     result = {"status": "ok", "task_name": "eval", "ckpt_path": str(ckpt.resolve()),
+              "model_overrides": OmegaConf.to_container(cfg.model),
               "train_run": str(ckpt.resolve().parent.parent), "split": cfg.split, "val": _floats(val),
               "data": datamodule.info, "hardware": hardware(), "wall_time_s": round(time.time() - started, 1)}
     run_dir = Path(cfg.paths.run_dir)

@@ -3,7 +3,8 @@
 Void pixels (255, the VOC object border, when data.void=ignore) count in neither loss nor metric.
 Metrics: Dice and IoU over the whole validation set with pixels pooled (torchmetrics' binary F1 and
 Jaccard, which equal 2TP/(2TP+FP+FN) and TP/(TP+FP+FN)), the same averaged per image, and pixel
-accuracy.
+accuracy. `tta=True` predicts at evaluation from the mean of the logits of each image and its mirror
+image (training is unchanged).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class SegmentationTask(VOCTask):
     monitor, monitor_mode, key_metric = "val/dice", "max", "val/dice"
 
     def __init__(self, net: nn.Module, loss: str = "dice", bce_weight: float = 0.5, augment: bool = False,
-                 max_zoom: float = 1.0, **kwargs):
+                 max_zoom: float = 1.0, tta: bool = False, **kwargs):
         if loss not in LOSSES:
             raise ValueError(f"model.loss={loss!r}; allowed: {', '.join(LOSSES)}")
         super().__init__(**kwargs)
@@ -70,13 +71,20 @@ class SegmentationTask(VOCTask):
         if max_zoom < 1:
             raise ValueError(f"model.max_zoom={max_zoom}: must be >= 1 (1 = no zoom)")
         self.net, self.loss_name, self.bce_weight, self.augment = net, loss, bce_weight, augment
-        self.max_zoom = max_zoom
+        self.max_zoom, self.tta = max_zoom, tta
         self.train_metrics = segmentation_metrics("train/")
         self.val_metrics = segmentation_metrics("val/")
         self.val_dice_img, self.val_iou_img = MeanMetric(), MeanMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.to_memory_format(x))
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for evaluation: with tta, averaged with those of the mirrored image, mirrored back."""
+        logits = self(x).float()
+        if self.tta:
+            logits = (logits + self(x.flip(-1)).float().flip(-1)) / 2
+        return logits
 
     def loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         valid = (mask != VOID).float()
@@ -131,7 +139,7 @@ class SegmentationTask(VOCTask):
 
     def validation_step(self, batch, batch_idx: int):
         x, mask = batch
-        logits = self(x).float()
+        logits = self.predict_logits(x)
         loss = self.loss(logits, mask)
         pred = logits > 0
         self.val_metrics.update(pred, mask)
