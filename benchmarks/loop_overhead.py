@@ -66,7 +66,8 @@ def hand_loop(cfg, batches: int) -> tuple[float, float]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     fmt = torch.channels_last if task.channels_last else torch.contiguous_format
-    net = task.net.to(memory_format=fmt).train()
+    task.on_fit_start()  # the same memory format and conv routes as the Lightning run
+    net = task.net.train()
     opt = task.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
     epochs, waited, total = [], 0.0, 0.0

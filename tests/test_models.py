@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from voc_dl.models.autoencoder import AutoEncoder, ConvEncoder
 from voc_dl.models.classifiers import DeepCNN, EncoderClassifier, PretrainedClassifier
+from voc_dl.models.fast_conv import NCHWWeightGradConv2d, nchw_weight_grad
 from voc_dl.models.segmenter import SegNet, UNet
+from voc_dl.tasks.reconstruction import ReconstructionTask
 
 
 def trainable(m: torch.nn.Module) -> int:
@@ -122,3 +126,39 @@ def test_pca_error_is_zero_at_full_rank_and_grows_as_k_shrinks():
     assert curve == pytest.approx(errors, rel=1e-6, abs=1e-9)  # float32 reconstructions vs float64 curve
     with pytest.raises(ValueError, match="at most 11 components"):
         pca.reconstruct(train, 12)
+
+
+def test_nchw_weight_grad_conv_gives_the_plain_conv_gradients():
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(32, 48, 3, padding=1).to(memory_format=torch.channels_last)
+    fast = nchw_weight_grad(copy.deepcopy(torch.nn.Sequential(plain)))[0]
+    assert isinstance(fast, NCHWWeightGradConv2d)
+    x = torch.randn(4, 32, 12, 12).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for conv in (plain, fast):
+        xi = x.clone().requires_grad_()
+        out = conv(xi)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append((out, xi.grad, conv.weight.grad, conv.bias.grad))
+    assert grads[1][2].is_contiguous(memory_format=torch.channels_last)  # the weight's own layout
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_nchw_weight_grad_swaps_only_wide_convs_and_keeps_the_state_dict():
+    net = AutoEncoder(8192)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    nchw_weight_grad(net)
+    kinds = [(type(m) is NCHWWeightGradConv2d, min(m.in_channels, m.out_channels)) for m in net.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    assert [swapped for swapped, _ in kinds] == [narrow >= 16 for _, narrow in kinds]
+    assert any(s for s, _ in kinds) and not all(s for s, _ in kinds)  # the RGB convs keep the plain route
+    after = net.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_task_switches_conv_route_at_fit_start_only_when_configured():
+    for flag in (False, True):
+        task = ReconstructionTask(code_size=8192, optimizer=torch.optim.Adam, nchw_weight_grad=flag)
+        task.on_fit_start()
+        assert any(type(m) is NCHWWeightGradConv2d for m in task.net.modules()) == flag

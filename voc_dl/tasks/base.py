@@ -10,6 +10,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torchmetrics import Metric, MetricCollection
 from torchvision.utils import make_grid
 
+from voc_dl.models.fast_conv import nchw_weight_grad
+
 
 class VOCTask(pl.LightningModule):
     #: the metric checkpoints and early stopping follow, and the one-line summary reports
@@ -22,12 +24,14 @@ class VOCTask(pl.LightningModule):
         channels_last: bool = True,
         image_log_every_n_epochs: int = 5,
         compile: bool = False,
+        nchw_weight_grad: bool = False,
     ):
         super().__init__()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.channels_last = channels_last
         self.image_log_every_n_epochs = image_log_every_n_epochs
         self.compile_net = compile
+        self.nchw_weight_grad = nchw_weight_grad
         self._val_sample: tuple | None = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -42,6 +46,8 @@ class VOCTask(pl.LightningModule):
     def on_fit_start(self) -> None:
         # Conv nets run fastest with NHWC on both oneDNN (CPU) and cuDNN; the loader already yields NHWC.
         self.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        if self.nchw_weight_grad and self.channels_last and self.device.type == "cpu":
+            nchw_weight_grad(self.net)  # see models/fast_conv.py: oneDNN's channels-last weight gradient is slow
 
     def to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
