@@ -26,6 +26,7 @@ from common import save  # benchmarks/ is on sys.path when a script runs
 
 SECTIONS = {  # experiment -> extra overrides
     "autoencoder": ["model.code_size=2048"],
+    "autoencoder_improved": ["model.code_size=2048"],
     "classification": ["model=deep_cnn"],
     "segmentation": ["model.loss=dice"],
 }
