@@ -20,6 +20,7 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
     study = tmp_path / "study"
     for cs in (2048, 8192):
         run_into(compose_cfg, study / "autoencoder" / f"cs{cs}", ["experiment=autoencoder", f"model.code_size={cs}"])
+    run_into(compose_cfg, study / "autoencoder_improved" / "cs2048", ["experiment=autoencoder_improved"])
     for loss in ("bce", "dice"):
         run_into(compose_cfg, study / "segmentation" / loss, ["experiment=segmentation", f"model.loss={loss}"])
     run_into(compose_cfg, study / "segmentation_improved" / "unet", ["experiment=segmentation_improved"])
@@ -38,6 +39,8 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
     assert {"val MSE", "val MAE", "PSNR dB", "SSIM", "study MSE", "study MAE", "epochs"} <= set(t1[0])
     assert [float(r["study MSE"]) for r in sorted(ae, key=lambda r: int(r["code size"]))] == [0.04, 0.01]
     assert any(r["experiment"] == "pca" for r in t1)
+    assert [(r["code size"], r["study MSE"]) for r in t1 if r["experiment"] == "autoencoder_improved"] == [
+        ("2048", "0.04")]
     assert "cannot have 2048/4096/8192 components" in (out / "table1.md").read_text()
 
     with open(out / "table3.csv") as f:
