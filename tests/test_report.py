@@ -6,6 +6,7 @@ import csv
 import json
 
 from voc_dl.report.__main__ import build
+from voc_dl.report.runs import read_run
 from voc_dl.train import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -96,3 +97,19 @@ def test_make_all_lists_the_three_sections_then_the_report(tmp_path):
     (tmp_path / "autoencoder" / ".done").touch()
     again = subprocess.run(["make", "-n", "all", f"STUDY={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
     assert "experiment=autoencoder model.code_size=2048" not in again.stdout, "a finished section is skipped"
+
+
+def test_an_interrupted_run_reports_its_best_epoch_so_far(compose_cfg, tmp_path):
+    folder = tmp_path / "seg"
+    run_into(compose_cfg, folder, ["experiment=segmentation", "trainer.max_epochs=3"])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    with open(folder / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    # as a killed job leaves it: metrics.json still says running, without its final validation
+    (folder / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k not in ("val", "epochs")}
+                                                    | {"status": "running"}))
+    run = read_run(folder)
+    best = max(history, key=lambda r: float(r["val/dice"]))
+    assert run.status == "interrupted" and run.metrics["best_epoch"] == int(best["epoch"])
+    assert run.val("val/dice") == float(best["val/dice"]) and run.metrics["epochs"] == 3
+    assert run.status_line.startswith(f"interrupted: val at best epoch {best['epoch']} of 3 (history.csv)")

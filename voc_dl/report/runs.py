@@ -85,7 +85,35 @@ def read_run(path: Path) -> Run:
     if (path / "history.csv").is_file():
         with open(path / "history.csv") as f:
             history = list(csv.DictReader(f))
+    if metrics["status"] != "ok" and "val" not in metrics and history:
+        metrics = best_so_far(path, metrics, history)
     return Run(path, metrics, history)
+
+
+def best_so_far(path: Path, metrics: dict, history: list[dict]) -> dict:
+    """An unfinished run's validation metrics at its best epoch so far, read from history.csv.
+
+    They are the metrics of its checkpoints/best.ckpt (saved on the same monitor), so an interrupted
+    run still reports what it reached; its status says where the numbers come from.
+    """
+    import hydra.utils
+
+    target = ((metrics.get("config") or {}).get("model") or {}).get("_target_")
+    try:
+        task = hydra.utils.get_class(target)
+        monitor, mode = task.monitor, task.monitor_mode
+    except Exception:  # no model config: leave the row empty rather than guess the monitor
+        return metrics
+    scored = [r for r in history if r.get(monitor) not in (None, "")]
+    if not scored:
+        return metrics
+    pick = min if mode == "min" else max
+    best = pick(scored, key=lambda r: float(r[monitor]))
+    val = {k: float(v) for k, v in best.items() if k.startswith("val/") and v not in (None, "")}
+    ckpt = path / "checkpoints" / "best.ckpt"
+    return {**metrics, "val": val, "epochs": len(history), "best_epoch": int(best["epoch"]),
+            **({"best_ckpt": str(ckpt)} if ckpt.is_file() else {}),
+            "error": f"val at best epoch {best['epoch']} of {len(history)} (history.csv); {metrics.get('error', '')}"}
 
 
 def saved_config(path: Path) -> dict | None:
