@@ -1,6 +1,6 @@
 """Channels-last convolutions whose weight gradient is computed in NCHW (a CPU speed fix).
 
-On x86 CPUs oneDNN runs a channels-last conv's forward and input gradient faster than NCHW, but its
+On this project's AVX2 CPU, oneDNN runs a channels-last conv's forward and input gradient faster than NCHW, but its
 channels-last *weight* gradient at 2x the time of the NCHW one (measured on AVX2, torch 2.14, batch 16,
 one thread: a 256->128 3x3 conv at 64x64 takes 2.3 s channels-last against 1.2 s NCHW for the weight
 gradient, 0.75 s against 0.97 s for the input gradient).
