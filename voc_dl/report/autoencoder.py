@@ -109,7 +109,8 @@ def figure_reconstructions(runs: list[Run], data_cfg: dict, path: Path) -> Path 
         task, _ = load_task(r.metrics["best_ckpt"], r.model_cfg)
         with torch.no_grad():
             improved = " (improved)" if r.task == "autoencoder_improved" else ""
-            outputs.append((f"{r.model_cfg['code_size']} codes{improved}", task.net(x)))
+            unfinished = "" if r.ok else f", epoch {r.metrics['best_epoch']}"
+            outputs.append((f"{r.model_cfg['code_size']} codes{improved}{unfinished}", task.net(x)))
     cols = 1 + len(outputs)
     fig, axes = plt.subplots(len(picks), cols, figsize=(2.2 * cols, 2.2 * len(picks)), squeeze=False)
     for i, (cls, _) in enumerate(picks):
@@ -153,11 +154,13 @@ def report(runs: list[Run], out: Path) -> dict:
             written["figures"].append(figure_curves(fig2[0], out / "figure2.png",
                                                     f"Figure 2: 2048-code autoencoder ({fig2[0].name})"))
         best_of = {}
-        for r in sorted(ok, key=lambda r: (r.task != "autoencoder", r.model_cfg.get("loss") != "mse")):
+        # an interrupted run's best checkpoint so far stands in for a code size that has no finished run
+        shown = ok + [r for r in runs if r.status == "interrupted" and r.metrics.get("best_ckpt")]
+        for r in sorted(shown, key=lambda r: (r.task != "autoencoder", not r.ok, r.model_cfg.get("loss") != "mse")):
             best_of.setdefault(r.model_cfg.get("code_size"), r)
         trio = [best_of[c] for c in sorted(best_of)]
         # the improved recipe beside the study's nets, where it has a code size of its own best_of did not pick
-        improved = [r for r in ok if r.task == "autoencoder_improved" and r not in trio]
+        improved = [r for r in shown if r.task == "autoencoder_improved" and r not in trio]
         fig3 = figure_reconstructions(trio + sorted(improved, key=lambda r: r.model_cfg.get("code_size")),
                                       data_cfg, out / "figure3.png")
         if fig3:
