@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from tests.conftest import ROOT
 from tests.test_configs import MODELS
@@ -190,6 +192,21 @@ def test_resume_from_last_continues_the_run_and_its_history(compose_cfg, tmp_pat
 def test_ckpt_path_last_without_a_checkpoint_says_how_to_resume(compose_cfg):
     with pytest.raises(FileNotFoundError, match=r"ckpt_path=last: no .*last.ckpt.*hydra.run.dir"):
         train(compose_cfg(["experiment=segmentation", "debug=tiny", "ckpt_path=last", *SMALL]))
+
+
+@pytest.mark.parametrize("stop, status", [(SIGTERMException, "interrupted"), (KeyboardInterrupt, "interrupted"),
+                                          (RuntimeError, "failed")])
+def test_a_killed_run_is_recorded_as_interrupted_and_a_crash_as_failed(compose_cfg, tmp_path, monkeypatch, stop,
+                                                                      status):
+    def fit(self, *args, **kwargs):
+        raise stop()
+
+    monkeypatch.setattr(pl.Trainer, "fit", fit)
+    with pytest.raises(stop):
+        train(compose_cfg(["experiment=segmentation", "debug=tiny", *SMALL]))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == status and metrics["error"].startswith(stop.__name__)
+    assert ("ckpt_path=last" in metrics["error"]) == (status == "interrupted")
 
 
 def test_ddp_inside_a_local_multirun_is_refused(compose_cfg):

@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import voc_dl  # noqa: F401  (registers the config resolvers)
 from voc_dl.callbacks import AtomicCheckpointIO, atomic_write_text
@@ -155,8 +156,12 @@ def train(cfg: DictConfig) -> dict:
                  result["val"].get(key, float("nan")), best_epoch, result["epochs"], best, run_dir)
         return result
     except BaseException as e:
-        result.update(status="failed" if not isinstance(e, KeyboardInterrupt) else "interrupted",
-                      error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
+        # Ctrl-C or a kill (Lightning turns SIGTERM into SIGTERMException) stops a healthy run: interrupted,
+        # resumable with ckpt_path=last; anything else is a failure of the run itself.
+        stopped = isinstance(e, KeyboardInterrupt | SIGTERMException)
+        result.update(status="interrupted" if stopped else "failed",
+                      error=f"{type(e).__name__}: {e}" + (" (resume: ckpt_path=last)" if stopped else ""),
+                      traceback=traceback.format_exc(),
                       wall_time_s=round(time.time() - started, 1))
         atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
         raise
