@@ -83,7 +83,8 @@ def evaluate(cfg: DictConfig) -> dict:
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such file. Fix: give a checkpoint such as "
                                 "outputs/runs/<experiment>/<time>/checkpoints/best.ckpt")
-    model, train_data = load_task(ckpt, overrides=OmegaConf.to_container(cfg.model))
+    model_overrides = OmegaConf.to_container(cfg.model)
+    model, train_data = load_task(ckpt, overrides=model_overrides)
     data_cfg = cfg.data.copy()
     with open_dict(data_cfg):
         for key in ("task", "image_size", "color", "classes"):
@@ -95,7 +96,7 @@ def evaluate(cfg: DictConfig) -> dict:
                          precision=resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator))
     val = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     result = {"status": "ok", "task_name": "eval", "ckpt_path": str(ckpt.resolve()),
-              "model_overrides": OmegaConf.to_container(cfg.model),
+              "model_overrides": model_overrides,
               "train_run": str(ckpt.resolve().parent.parent), "split": cfg.split, "val": _floats(val),
               "data": datamodule.info, "hardware": hardware(), "wall_time_s": round(time.time() - started, 1)}
     run_dir = Path(cfg.paths.run_dir)
