@@ -75,6 +75,51 @@ def test_frozen_parameters_stay_unchanged_after_an_optimizer_step():
     assert not torch.equal(before["head.weight"], after["head.weight"])
 
 
+def _count_calls(module: torch.nn.Module) -> list[int]:
+    seen = []
+    module.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
+    return seen
+
+
+def test_frozen_feature_cache_gives_the_same_logits_and_gradients_and_computes_each_image_once():
+    torch.manual_seed(0)
+    plain = EncoderClassifier(3, freeze_encoder=True)
+    cached = EncoderClassifier(3, freeze_encoder=True, cache_features=True)
+    cached.load_state_dict(plain.state_dict())
+    calls = _count_calls(cached.encoder)
+    images = torch.rand(6, 3, 128, 128)
+    for epoch in range(2):  # two "epochs" over the same 6 images, in a different order each time
+        order = torch.randperm(6)
+        for batch in (order[:4], order[4:]):
+            x = images[batch].contiguous(memory_format=torch.channels_last) if epoch else images[batch]
+            for net in (plain, cached):
+                net.zero_grad()
+                net(x).square().sum().backward()
+            # Epoch 1 feeds channels_last, whose conv kernels round differently from the cached NCHW pass.
+            tol = {"rtol": 1e-4, "atol": 1e-6} if epoch else {"rtol": 0, "atol": 0}
+            torch.testing.assert_close(cached(x), plain(x), **tol)
+            torch.testing.assert_close(cached.head.weight.grad, plain.head.weight.grad, **tol)
+    assert sum(calls) == 6, "each image goes through the frozen encoder once, whatever its memory format"
+    assert (cached.feature_cache.hits, cached.feature_cache.misses) == (6 * 4 - 6, 6)
+    cached.load_state_dict(plain.state_dict())  # new weights make old features stale
+    assert not cached.feature_cache.store
+
+
+def test_feature_cache_only_for_frozen_nets_and_off_with_augmentation():
+    from voc_dl.tasks.classification import ClassificationTask
+
+    assert EncoderClassifier(3, freeze_encoder=False, cache_features=True).feature_cache is None
+    net = PretrainedClassifier(3, "resnet18", weights=None, freeze=True, cache_features=True)
+    net.train()
+    x = torch.rand(2, 3, 64, 64)
+    first = torch.manual_seed(1) and net(x)  # the head's dropout draws the same mask after the same seed
+    torch.testing.assert_close(torch.manual_seed(1) and net(x), first, rtol=0, atol=0)
+    assert net.feature_cache.misses == 2 and net.feature_cache.hits == 2
+    task = ClassificationTask(EncoderClassifier(3, freeze_encoder=True, cache_features=True), 3, augment=True,
+                              optimizer=torch.optim.Adam)
+    assert task.net.feature_cache is None
+
+
 def test_pretrained_backbone_from_a_local_state_dict(tmp_path):
     from torchvision.models import resnet18
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from voc_dl.models.autoencoder import ConvEncoder, init_weights
+from voc_dl.models.feature_cache import FeatureCache
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BACKBONES = ("alexnet", "resnet18", "resnet34", "resnet50", "vgg11_bn", "mobilenet_v3_small")
@@ -19,11 +20,12 @@ class EncoderClassifier(nn.Module):
 
     frozen: 8192 x C + C trainable parameters (24,579 for 3 classes); retrained from scratch the
     encoder's 394,464 join them (419,043). Re-initialisation follows the study: random weights,
-    zero biases.
+    zero biases. cache_features (frozen only) memoises the codes of images already seen
+    (models/feature_cache.py).
     """
 
     def __init__(self, num_classes: int = 3, code_size: int = 8192, freeze_encoder: bool = False,
-                 image_size: int = 128, init: str = "keras"):
+                 image_size: int = 128, init: str = "keras", cache_features: bool = False):
         super().__init__()
         self.encoder = ConvEncoder(code_size)
         self.head = nn.Linear(code_size * (image_size // 128) ** 2, num_classes)
@@ -33,6 +35,7 @@ class EncoderClassifier(nn.Module):
                 nn.init.zeros_(m.bias)
         self.freeze_encoder = freeze_encoder
         self.encoder.requires_grad_(not freeze_encoder)
+        self.feature_cache = frozen_feature_cache(self, freeze_encoder and cache_features)
 
     def load_encoder(self, state: dict[str, torch.Tensor], source: str, code_size: int | None = None) -> None:
         """Load encoder weights (keys as in AutoEncoder.encoder); a mismatch names the source and the fix."""
@@ -45,9 +48,12 @@ class EncoderClassifier(nn.Module):
                 f"({found}). Fix: point it at a Section 1 checkpoint trained with model.code_size="
                 f"{self.encoder.code_size}"
             ) from None
+        if self.feature_cache is not None:
+            self.feature_cache.clear()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(self.encoder(x), 1))
+        code = self.feature_cache(self.encoder, x) if self.feature_cache is not None else self.encoder(x)
+        return self.head(torch.flatten(code, 1))
 
 
 class DeepCNN(nn.Module):
@@ -73,6 +79,15 @@ class DeepCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(x))
+
+
+def frozen_feature_cache(net: nn.Module, enabled: bool) -> FeatureCache | None:
+    """A cache for net's frozen extractor, emptied whenever net loads a state dict."""
+    if not enabled:
+        return None
+    cache = FeatureCache()
+    net.register_load_state_dict_post_hook(lambda module, keys: cache.clear())
+    return cache
 
 
 def load_backbone_weights(name: str, weights: str | None) -> dict[str, torch.Tensor] | None:
@@ -107,7 +122,7 @@ class PretrainedClassifier(nn.Module):
     """A torchvision backbone (ImageNet-normalised input) and a small dense head."""
 
     def __init__(self, num_classes: int = 3, backbone: str = "resnet18", weights: str | None = "IMAGENET1K_V1",
-                 freeze: bool = True, hidden: int = 256, dropout: float = 0.5):
+                 freeze: bool = True, hidden: int = 256, dropout: float = 0.5, cache_features: bool = False):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"model.net.backbone={backbone!r}; allowed: {', '.join(BACKBONES)}")
@@ -128,6 +143,7 @@ class PretrainedClassifier(nn.Module):
             net.classifier[-1] = nn.Identity()
         self.backbone, self.freeze = net, freeze
         self.backbone.requires_grad_(not freeze)
+        self.feature_cache = frozen_feature_cache(self, freeze and cache_features)
         self.head = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
                                   nn.Linear(hidden, num_classes))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -139,5 +155,10 @@ class PretrainedClassifier(nn.Module):
             self.backbone.eval()
         return self
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone((x - self.mean) / self.std)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone((x - self.mean) / self.std))
+        if self.feature_cache is not None:
+            return self.head(self.feature_cache(self.features, x))
+        return self.head(self.features(x))

@@ -57,6 +57,8 @@ class ClassificationTask(VOCTask):
             net.load_encoder(state, str(encoder_ckpt), code_size)
         self.net, self.num_classes = net, num_classes
         self.augment = augmentation(128) if augment else None
+        if augment and getattr(net, "feature_cache", None) is not None:
+            net.feature_cache = None  # augmented images are new every epoch: nothing to reuse
         self.l2, self.l2_blocks = l2, tuple(l2_blocks)
         self.early_stopping_patience, self.early_stopping_min_delta = early_stopping_patience, early_stopping_min_delta
         self.train_metrics = classification_metrics(num_classes, "train/")
