@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from voc_dl.report.__main__ import build
 from voc_dl.report.runs import read_run
 from voc_dl.train import train
@@ -60,6 +62,9 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
     with open(out / "table2.csv") as f:
         t2 = list(csv.DictReader(f))
     assert len(t2) == 1 and t2[0]["model"] == "deep_cnn" and float(t2[0]["study val acc"]) == 0.6721
+    with open(study / "classification" / "cnn" / "history.csv") as f:
+        hist = list(csv.DictReader(f))
+    assert float(t2[0]["last gap"]) == pytest.approx(float(hist[-1]["val/loss"]) - float(hist[-1]["train/loss"]))
     assert "exact-match (subset) accuracy" in (out / "table2.md").read_text()
 
     names = {p.name for section in written.values() for p in section["figures"]}

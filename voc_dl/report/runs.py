@@ -56,6 +56,11 @@ class Run:
         value = rows[0].get(key) if rows else None
         return float(value) if value not in (None, "") else default
 
+    def last(self, key: str, default=float("nan")) -> float:
+        """A history value at the last recorded epoch."""
+        value = self.history[-1].get(key) if self.history else None
+        return float(value) if value not in (None, "") else default
+
     def curve(self, key: str) -> tuple[list[int], list[float]]:
         pts = [(int(r["epoch"]), float(r[key])) for r in self.history if r.get(key) not in (None, "")]
         return [p[0] for p in pts], [p[1] for p in pts]
