@@ -34,7 +34,7 @@ class FeatureCache:
         return hashlib.blake2b(raw, digest_size=16, person=str(img.dtype).encode()[:16]).digest()
 
     def __call__(self, extract: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or x.requires_grad:  # cached features carry no gradient back to x
             return extract(x)
         keys = [self.key(img) for img in x]
         missing = [i for i, k in enumerate(keys) if k not in self.store]
