@@ -70,7 +70,8 @@ def load_task(ckpt_path: str | Path, model_cfg: dict | None = None, overrides: d
 def datamodule_from(data_cfg: dict, **overrides):
     from voc_dl.data.datamodule import VOCDataModule
 
-    kwargs = {k: v for k, v in data_cfg.items() if k != "_target_"} | overrides
+    # Reports and evaluation read the labelled data only: no teacher re-run for a self-trained run's config.
+    kwargs = {k: v for k, v in data_cfg.items() if k not in ("_target_", "pseudo_label_ckpt")} | overrides
     dm = VOCDataModule(**kwargs)
     dm.prepare_data()
     dm.setup()

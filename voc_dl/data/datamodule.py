@@ -3,7 +3,8 @@
 - reconstruction: RGB images of the selected classes, `image_size` square, floats in [0, 1];
 - classification: the same images and a 0/1 target per selected class;
 - segmentation: grayscale images of the Segmentation lists (all classes) and binary masks
-  (1 object, 0 background, 255 void when `void=ignore`).
+  (1 object, 0 background, 255 void when `void=ignore`); with `pseudo_label_ckpt`, the photographs
+  without a mask join the training set with a teacher's confident pixels as masks (data/pseudo.py).
 
 Decoded arrays come from the memory-mapped preprocessing cache; batches leave the loader as uint8
 and become floats after the transfer to the device, which keeps the host side nearly free.
@@ -19,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from voc_dl.data import cache
+from voc_dl.data import cache, pseudo
 from voc_dl.data.synthetic import make_synthetic_voc
 from voc_dl.data.voc import (
     VOCDataError,
@@ -108,6 +109,8 @@ class VOCDataModule(pl.LightningDataModule):
         on_bad_image: str = "error",
         cache_dir: str | None = None,
         seed: int = 0,
+        pseudo_label_ckpt: str | None = None,
+        pseudo_label_confidence: float = 0.9,
     ):
         super().__init__()
         if task not in TASKS:
@@ -129,6 +132,10 @@ class VOCDataModule(pl.LightningDataModule):
         self.download, self.synthetic, self.on_bad_image = download, synthetic, on_bad_image
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".voc_dl_cache"
         self.seed = seed
+        if pseudo_label_ckpt and task != "segmentation":
+            raise VOCDataError(f"data.pseudo_label_ckpt is for task=segmentation, not {task}. Fix: unset it")
+        self.pseudo_label_ckpt = pseudo_label_ckpt or None
+        self.pseudo_label_confidence = pseudo.check_confidence(pseudo_label_confidence)
         self.train_set: ArrayDataset | None = None
         self.val_set: ArrayDataset | None = None
         self.info: dict = {}
@@ -144,6 +151,8 @@ class VOCDataModule(pl.LightningDataModule):
             download_voc(self.root, self.year)
         for split in (self.train_split, self.val_split):
             self._entry(split)
+        if self.pseudo_label_ckpt:
+            self._entry("unlabeled")
 
     def _selection(self, split: str) -> tuple[list[str], np.ndarray | None]:
         base = check_tree(self.root, self.year)
@@ -163,6 +172,15 @@ class VOCDataModule(pl.LightningDataModule):
 
     def _load_entry(self, split: str) -> tuple[cache.CacheEntry, np.ndarray | None]:
         base = check_tree(self.root, self.year)
+        if split == "unlabeled":  # photographs without a mask, images only (self-training)
+            ids, labels = pseudo.unlabeled_ids(base), None
+            jpeg = [base / "JPEGImages" / f"{i}.jpg" for i in ids]
+            spec = {"tree": str(base.resolve()), "split": split, "size": self.image_size, "color": self.color,
+                    "kind": "images", "sources": cache.fingerprint(jpeg)}
+            return cache.load_or_build(
+                self.cache_dir, f"voc{self.year}-unlabeled-images", spec, ids,
+                lambda i: {"images": load_image(base / "JPEGImages" / f"{i}.jpg", self.image_size, self.color)},
+                self.on_bad_image), None
         ids, labels = self._selection(split)
         jpeg = [base / "JPEGImages" / f"{i}.jpg" for i in ids]
         spec = {"tree": str(base.resolve()), "split": split, "size": self.image_size, "color": self.color}
@@ -207,17 +225,37 @@ class VOCDataModule(pl.LightningDataModule):
             va_targets = val_labels[kept].astype(np.float32)
         else:
             tr_targets = va_targets = None
+        pseudo_ids, pseudo_masks = self._pseudo_labels()
+        if pseudo_ids:
+            unlabeled = self._entry("unlabeled")[0]
+            tr_rows.append(({"images": unlabeled.arrays["images"], "masks": pseudo_masks},
+                            np.arange(len(pseudo_ids))))
         self.train_set = ArrayDataset(tr_rows, tr_targets, key)
         self.val_set = ArrayDataset(va_rows, va_targets, key)
-        self.train_ids = list(train.ids) + [val.ids[i] for i in moved]
+        self.train_ids = list(train.ids) + [val.ids[i] for i in moved] + pseudo_ids
         self.val_ids = [val.ids[i] for i in kept]
-        self.info = self._describe(train, val, tr_targets, va_targets)
+        self.info = self._describe(train, val, tr_targets, va_targets, len(moved))
+        if pseudo_ids:
+            self.info.update(pseudo_label_ckpt=str(self.pseudo_label_ckpt), pseudo_labeled_images=len(pseudo_ids),
+                             pseudo_label_confidence=self.pseudo_label_confidence,
+                             pseudo_label_void_fraction=float((pseudo_masks == 255).mean()),
+                             pseudo_label_foreground_fraction=float((pseudo_masks == 1).mean()))
 
-    def _describe(self, train, val, tr_targets, va_targets) -> dict:
+    def _pseudo_labels(self) -> tuple[list[str], np.ndarray | None]:
+        if not self.pseudo_label_ckpt:
+            return [], None
+        unlabeled = self._entry("unlabeled")[0]
+        teacher = pseudo.load_teacher(self.pseudo_label_ckpt, self.image_size, self.color)
+        masks = pseudo.pseudo_masks(teacher, unlabeled.arrays["images"], self.pseudo_label_confidence)
+        log.info("pseudo-labelled %d photographs with %s (%.0f%% of pixels void)", len(masks),
+                 self.pseudo_label_ckpt, 100 * (masks == 255).mean())
+        return list(unlabeled.ids), masks
+
+    def _describe(self, train, val, tr_targets, va_targets, moved: int) -> dict:
         info = {
             "task": self.task, "root": str(self.root), "year": self.year,
             "train_images": len(self.train_set), "val_images": len(self.val_set),
-            "moved_val_to_train": len(self.train_set) - len(train.ids),
+            "moved_val_to_train": moved,
             "skipped": [s["id"] for s in train.skipped + val.skipped],
             "image_shape": list(self.train_set[0][0].shape if self.task != "reconstruction"
                                 else self.train_set[0].shape),
