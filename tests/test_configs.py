@@ -15,8 +15,9 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 MODELS = {
     "autoencoder": ["autoencoder"], "autoencoder_improved": ["autoencoder_improved"],
     "classification": ["deep_cnn", "encoder", "frozen_encoder", "pretrained"], "segmentation": ["segnet", "unet"],
-    "segmentation_improved": ["unet", "segnet"],
+    "segmentation_improved": ["unet", "segnet"], "segmentation_selftrain": ["unet"],
 }
+NEEDS = {"frozen_encoder": "model.encoder_ckpt", "segmentation_selftrain": "data.pseudo_label_ckpt"}
 
 
 def test_every_experiment_is_covered():
@@ -33,7 +34,7 @@ def test_every_group_option_composes(compose_cfg, group):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_and_model_composes_and_validates(compose_cfg, experiment, tmp_path):
     for model in MODELS[experiment]:
-        extra = [f"model.encoder_ckpt={tmp_path}/x.ckpt"] if model == "frozen_encoder" else []
+        extra = [f"{NEEDS[k]}={tmp_path}/x.ckpt" for k in (model, experiment) if k in NEEDS]
         cfg = compose_cfg([f"experiment={experiment}", f"model={model}", *extra])
         validate(cfg)
         resolved = OmegaConf.to_container(cfg.model, resolve=True)
@@ -81,6 +82,8 @@ def test_bad_values_give_one_clear_line(compose_cfg, override, message):
     (["experiment=classification", "model=pretrained", "model.net.backbone=vgg99"],
      r"model.net.backbone='vgg99' is not allowed; allowed: alexnet, resnet18"),
     (["experiment=classification", "model=frozen_encoder"], r"model.encoder_ckpt is required"),
+    (["experiment=segmentation_selftrain"],
+     r"data.pseudo_label_ckpt is required by experiment=segmentation_selftrain: the teacher.*Fix: data.pseudo_"),
 ])
 def test_bad_values_of_other_sections(compose_cfg, override, message):
     with pytest.raises(ConfigError, match=message):

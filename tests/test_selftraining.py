@@ -67,8 +67,9 @@ def test_a_self_trained_run_adds_the_teachers_masks_to_train_only(compose_cfg, p
     ckpt = tmp_path / "teacher.ckpt"
     shutil.copy(tmp_path / "run" / "checkpoints" / "best.ckpt", ckpt)
 
-    student = train(compose_cfg([*on_tree, f"data.pseudo_label_ckpt={ckpt}", "data.pseudo_label_confidence=0.6"]))
-    assert student["status"] == "ok"
+    student = train(compose_cfg(["experiment=segmentation_selftrain", *on_tree[1:], f"data.pseudo_label_ckpt={ckpt}",
+                                 "data.pseudo_label_confidence=0.6"]))
+    assert student["status"] == "ok" and student["task_name"] == "segmentation_selftrain"
     data = student["data"]
     assert data["train_images"] == len(kept) + len(withheld) and data["pseudo_labeled_images"] == len(withheld)
     assert data["val_images"] == len(val_ids) and data["val_images"] == teacher["data"]["val_images"]

@@ -41,6 +41,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("model.encoder_ckpt is required by this model: the trained 8192-code encoder of "
                           "Section 1. Fix: model.encoder_ckpt=<run>/checkpoints/best.ckpt of experiment=autoencoder "
                           "model.code_size=8192 (make autoencoder trains one)")
+    # An experiment lists the keys it cannot run without (a '???' cannot unset a value set earlier).
+    for key, what in (cfg.get("requires") or {}).items():
+        if OmegaConf.select(cfg, key, default=None) in (None, ""):
+            raise ConfigError(f"{key} is required by experiment={cfg.task_name}: {what}. Fix: {key}=<path>")
     if missing:
         raise ConfigError(f"missing config value(s): {', '.join(missing)}")
     task = TASK_OF_MODEL.get(model.get("_target_"))
