@@ -20,6 +20,8 @@ PRETRAINED_WEIGHTS ?= IMAGENET1K_V1
 # code sizes of experiment=autoencoder_improved in `make autoencoder` (e.g. 2048,4096,8192)
 IMPROVED_CODES ?= 2048
 ENCODER ?= $(STUDY)/autoencoder/model.code_size=8192,model.loss=mse/checkpoints/best.ckpt
+# the self-training teacher of `make segmentation`: the improved U-Net it trains first
+TEACHER ?= $(STUDY)/segmentation_improved/defaults/checkpoints/best.ckpt
 
 DATA_ARGS := $(if $(DATA),dataset=voc2009 data.root=$(abspath $(DATA)) data.year=$(YEAR),dataset=$(DATASET))
 COMMON := $(DATA_ARGS) trainer.accelerator=$(ACCELERATOR) $(if $(PRECISION),trainer.precision=$(PRECISION)) \
@@ -91,12 +93,15 @@ classifiers: $(STAMP) $(ENCODER) ## Section 2: four classifiers (+ augmented dee
 		model.net.weights=$(PRETRAINED_WEIGHTS) hydra.sweep.dir=$(STUDY)/classification/pretrained $(COMMON)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section classification
 
-segmentation: $(STAMP) ## Section 3: BCE versus Dice on the study's net and the U-Net, the improved recipe, Table 3, Figures 5-8
+segmentation: $(STAMP) ## Section 3: BCE versus Dice on the study's net and the U-Net, the improved recipe, self-training, Table 3, Figures 5-8
 	$(TRAIN) experiment=segmentation model=segnet,unet model.loss=bce,dice \
 		hydra.sweep.dir=$(STUDY)/segmentation $(COMMON)
 	$(TRAIN) experiment=segmentation_improved hydra.sweep.dir=$(STUDY)/segmentation_improved $(COMMON)
 	$(TRAIN) experiment=segmentation_improved model=segnet model.augment=false trainer.max_epochs=60 \
 		hydra.sweep.dir=$(STUDY)/segmentation_improved $(COMMON)
+	@test -f "$(TEACHER)" || { echo "TEACHER=$(TEACHER): no such checkpoint; set TEACHER=<improved U-Net>/checkpoints/best.ckpt"; exit 1; }
+	$(TRAIN) experiment=segmentation_selftrain "data.pseudo_label_ckpt='$(abspath $(TEACHER))'" \
+		hydra.sweep.dir=$(STUDY)/segmentation_selftrain $(COMMON)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section segmentation
 
 all: $(STAMP) ## the whole study: Sections 1-3 (a section already done is skipped unless FORCE=1), then the report

@@ -118,3 +118,17 @@ def test_an_interrupted_run_reports_its_best_epoch_so_far(compose_cfg, tmp_path)
     assert run.status == "interrupted" and run.metrics["best_epoch"] == int(best["epoch"])
     assert run.val("val/dice") == float(best["val/dice"]) and run.metrics["epochs"] == 3
     assert run.status_line.startswith(f"interrupted: val at best epoch {best['epoch']} of 3 (history.csv)")
+
+
+def test_a_self_trained_run_says_so_in_table3(tmp_path):
+    from voc_dl.report.runs import Run
+    from voc_dl.report.segmentation import TASKS, seg_rows
+
+    metrics = {"status": "ok", "task_name": "segmentation_selftrain", "val": {"val/dice": 0.7},
+               "config": {"model": {"net": {"_target_": "voc_dl.models.segmenter.UNet"}, "loss": "dice",
+                                    "augment": True},
+                          "data": {"pseudo_label_ckpt": "/teacher.ckpt"}},
+               "data": {"pseudo_labeled_images": 1318}}
+    (row,) = seg_rows([Run(tmp_path, metrics)])
+    assert row["model"] == "UNet + aug + 1318 pseudo-labelled" and row["val Dice"] == 0.7
+    assert "segmentation_selftrain" in TASKS

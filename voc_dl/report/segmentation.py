@@ -14,7 +14,7 @@ from voc_dl.report.runs import Run
 from voc_dl.report.study import TABLE3
 from voc_dl.tasks.segmentation import VOID, per_image_dice_iou
 
-TASKS = ("segmentation", "segmentation_improved")
+TASKS = ("segmentation", "segmentation_improved", "segmentation_selftrain")
 
 
 def augmentation(model_cfg: dict) -> str:
@@ -26,6 +26,13 @@ def augmentation(model_cfg: dict) -> str:
 
 def net_name(r: Run) -> str:
     return (r.model_cfg.get("net") or {}).get("_target_", "?").rsplit(".", 1)[-1]
+
+
+def pseudo_labels(r: Run) -> str:
+    if not r.data_cfg.get("pseudo_label_ckpt"):
+        return ""
+    n = (r.metrics.get("data") or {}).get("pseudo_labeled_images", "?")
+    return f" + {n} pseudo-labelled"
 
 
 def label(r: Run) -> str:
@@ -68,7 +75,7 @@ def seg_rows(runs: list[Run]) -> list[dict]:
         loss = r.model_cfg.get("loss")
         study = TABLE3.get(loss, (float("nan"), float("nan")))
         rows.append({
-            "experiment": r.task, "loss": loss, "model": net_name(r) + augmentation(r.model_cfg),
+            "experiment": r.task, "loss": loss, "model": net_name(r) + augmentation(r.model_cfg) + pseudo_labels(r),
             "val Dice": r.val("val/dice"), "val IoU": r.val("val/iou"),
             "Dice per image": r.val("val/dice_per_image"), "IoU per image": r.val("val/iou_per_image"),
             "pixel acc": r.val("val/pixel_acc"),
