@@ -36,8 +36,13 @@ def pseudo_labels(r: Run) -> str:
 
 
 def label(r: Run) -> str:
-    """'SegNet dice', with the recipe when it is not the study's."""
-    return f"{net_name(r)} {r.model_cfg.get('loss')}" + ("" if r.task == "segmentation" else " (improved recipe)")
+    """'SegNet dice', with the recipe when it is not the study's, and what else sets the run apart."""
+    extras = [] if r.task == "segmentation" else ["improved recipe"]
+    if r.data_cfg.get("batch_size", 32) != 32:
+        extras.append(f"batch {r.data_cfg['batch_size']}")
+    if r.data_cfg.get("pseudo_label_ckpt"):
+        extras.append("self-trained")
+    return f"{net_name(r)} {r.model_cfg.get('loss')}" + (f" ({', '.join(extras)})" if extras else "")
 
 
 def _scores(pred: torch.Tensor, mask: torch.Tensor) -> dict:
