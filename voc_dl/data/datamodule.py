@@ -35,6 +35,7 @@ from voc_dl.data.voc import (
 
 log = logging.getLogger(__name__)
 TASKS = ("reconstruction", "classification", "segmentation")
+UNLABELED = "unlabeled"  # the pseudo-labelling split: photographs in no Segmentation list
 
 
 class ArrayDataset(Dataset):
@@ -152,10 +153,12 @@ class VOCDataModule(pl.LightningDataModule):
         for split in (self.train_split, self.val_split):
             self._entry(split)
         if self.pseudo_label_ckpt:
-            self._entry("unlabeled")
+            self._entry(UNLABELED)
 
     def _selection(self, split: str) -> tuple[list[str], np.ndarray | None]:
         base = check_tree(self.root, self.year)
+        if split == UNLABELED:  # photographs without a mask, images only (self-training)
+            return pseudo.unlabeled_ids(base), None
         if self.task == "segmentation":
             return read_split_ids(base / "ImageSets" / "Segmentation" / f"{split}.txt"), None
         ids, labels = read_class_labels(base, self.classes, split, self.difficult_as_positive)
@@ -172,19 +175,10 @@ class VOCDataModule(pl.LightningDataModule):
 
     def _load_entry(self, split: str) -> tuple[cache.CacheEntry, np.ndarray | None]:
         base = check_tree(self.root, self.year)
-        if split == "unlabeled":  # photographs without a mask, images only (self-training)
-            ids, labels = pseudo.unlabeled_ids(base), None
-            jpeg = [base / "JPEGImages" / f"{i}.jpg" for i in ids]
-            spec = {"tree": str(base.resolve()), "split": split, "size": self.image_size, "color": self.color,
-                    "kind": "images", "sources": cache.fingerprint(jpeg)}
-            return cache.load_or_build(
-                self.cache_dir, f"voc{self.year}-unlabeled-images", spec, ids,
-                lambda i: {"images": load_image(base / "JPEGImages" / f"{i}.jpg", self.image_size, self.color)},
-                self.on_bad_image), None
         ids, labels = self._selection(split)
         jpeg = [base / "JPEGImages" / f"{i}.jpg" for i in ids]
         spec = {"tree": str(base.resolve()), "split": split, "size": self.image_size, "color": self.color}
-        if self.task == "segmentation":
+        if self.task == "segmentation" and split != UNLABELED:
             png = [base / "SegmentationClass" / f"{i}.png" for i in ids]
             spec.update(kind="segmentation", void=self.void, sources=cache.fingerprint(jpeg + png))
 
@@ -225,9 +219,9 @@ class VOCDataModule(pl.LightningDataModule):
             va_targets = val_labels[kept].astype(np.float32)
         else:
             tr_targets = va_targets = None
-        pseudo_ids, pseudo_masks = self._pseudo_labels()
+        unlabeled, pseudo_masks = self._pseudo_labels()
+        pseudo_ids = list(unlabeled.ids) if unlabeled else []
         if pseudo_ids:
-            unlabeled = self._entry("unlabeled")[0]
             tr_rows.append(({"images": unlabeled.arrays["images"], "masks": pseudo_masks},
                             np.arange(len(pseudo_ids))))
         self.train_set = ArrayDataset(tr_rows, tr_targets, key)
@@ -241,15 +235,16 @@ class VOCDataModule(pl.LightningDataModule):
                              pseudo_label_void_fraction=float((pseudo_masks == 255).mean()),
                              pseudo_label_foreground_fraction=float((pseudo_masks == 1).mean()))
 
-    def _pseudo_labels(self) -> tuple[list[str], np.ndarray | None]:
+    def _pseudo_labels(self) -> tuple[cache.CacheEntry | None, np.ndarray | None]:
+        """The unlabelled photographs' cache entry and the teacher's masks for them (None, None when off)."""
         if not self.pseudo_label_ckpt:
-            return [], None
-        unlabeled = self._entry("unlabeled")[0]
+            return None, None
+        unlabeled = self._entry(UNLABELED)[0]
         teacher = pseudo.load_teacher(self.pseudo_label_ckpt, self.image_size, self.color)
         masks = pseudo.pseudo_masks(teacher, unlabeled.arrays["images"], self.pseudo_label_confidence)
         log.info("pseudo-labelled %d photographs with %s (%.0f%% of pixels void)", len(masks),
                  self.pseudo_label_ckpt, 100 * (masks == 255).mean())
-        return list(unlabeled.ids), masks
+        return unlabeled, masks
 
     def _describe(self, train, val, tr_targets, va_targets, moved: int) -> dict:
         info = {

@@ -29,8 +29,9 @@ class FeatureCache:
 
     @staticmethod
     def key(img: torch.Tensor) -> bytes:
-        # contiguous() makes the key independent of the memory format (channels_last or not).
-        raw = img.detach().contiguous().view(torch.uint8).numpy().tobytes()
+        # contiguous() makes the key independent of the memory format (channels_last or not); the hash
+        # reads the array's buffer directly, without a bytes copy.
+        raw = img.detach().contiguous().view(torch.uint8).numpy()
         return hashlib.blake2b(raw, digest_size=16, person=str(img.dtype).encode()[:16]).digest()
 
     def __call__(self, extract: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -40,13 +41,11 @@ class FeatureCache:
         missing = [i for i, k in enumerate(keys) if k not in self.store]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
+        found: dict[int, torch.Tensor] = {}
         if missing:
             with torch.no_grad():
-                fresh = extract(x[missing]).detach()
-            for i, f in zip(missing, fresh, strict=True):
+                found = dict(zip(missing, extract(x[missing]).detach(), strict=True))
+            for i, f in found.items():
                 if len(self.store) < self.max_items:
                     self.store[keys[i]] = f.clone()  # clone: do not keep the whole batch alive
-            found = dict(zip(missing, fresh, strict=True))
-        else:
-            found = {}
         return torch.stack([found[i] if i in found else self.store[k] for i, k in enumerate(keys)])
