@@ -35,6 +35,16 @@ def test_every_experiment_runs_with_fast_dev_run(compose_cfg, experiment, model)
     assert result["status"] == "ok" and result["val"]["val/loss"] == result["val"]["val/loss"]
 
 
+@pytest.mark.parametrize("color, channels", [("gray", 1), ("rgb", 3)])
+def test_segmenters_take_the_channels_the_data_config_serves(compose_cfg, color, channels):
+    for model in ("segnet", "unet"):
+        cfg = compose_cfg(["experiment=segmentation_improved", f"model={model}", f"data.color={color}", "debug=fast",
+                           *SMALL])
+        assert cfg.model.net.in_channels == channels
+        result = train(cfg)
+        assert result["status"] == "ok" and 0 <= result["val"]["val/dice"] <= 1
+
+
 def test_tiny_run_writes_metrics_history_checkpoints_and_events(compose_cfg, tmp_path):
     result = tiny_ae(compose_cfg, tmp_path)
     run = tmp_path / "run"

@@ -8,4 +8,7 @@ OmegaConf.register_new_resolver("len", lambda x: len(x), replace=True)
 # of its own ("defaults") instead of writing into the sweep folder itself.
 OmegaConf.register_new_resolver("or_default", lambda x: x or "defaults", replace=True)
 
+# `${channels:${data.color}}` gives a net the input channels of the images the data config serves.
+OmegaConf.register_new_resolver("channels", lambda color: {"rgb": 3, "gray": 1}.get(color, color), replace=True)
+
 __version__ = "0.1.0"
