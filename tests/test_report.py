@@ -26,7 +26,9 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
     run_into(compose_cfg, study / "autoencoder_improved" / "cs2048", ["experiment=autoencoder_improved"])
     for loss in ("bce", "dice"):
         run_into(compose_cfg, study / "segmentation" / loss, ["experiment=segmentation", f"model.loss={loss}"])
-    run_into(compose_cfg, study / "segmentation_improved" / "unet", ["experiment=segmentation_improved"])
+    # in colour, so that Figure 8 feeds each net the images it was trained on
+    run_into(compose_cfg, study / "segmentation_improved" / "unet", ["experiment=segmentation_improved",
+                                                                     "data.color=rgb"])
     run_into(compose_cfg, study / "classification" / "cnn", ["experiment=classification", "model=deep_cnn"])
     failed = study / "segmentation" / "broken"
     failed.mkdir(parents=True)
@@ -52,7 +54,7 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
     assert sorted(r["loss"] for r in nets) == ["bce", "dice"]
     assert all(0 <= float(r["last-epoch Dice"]) <= 1 for r in nets)
     improved = [r for r in t3 if r["experiment"] == "segmentation_improved"]
-    assert [(r["model"], r["loss"]) for r in improved] == [("UNet + aug", "dice")]
+    assert [(r["model"], r["loss"]) for r in improved] == [("UNet RGB + aug", "dice")]
     assert any(r["status"].startswith("failed") for r in t3), "a failed run is listed, not dropped"
     assert sum(r["experiment"] == "baseline" for r in t3) == 2
     allfg = next(r for r in t3 if r["model"] == "all foreground")

@@ -28,6 +28,10 @@ def net_name(r: Run) -> str:
     return (r.model_cfg.get("net") or {}).get("_target_", "?").rsplit(".", 1)[-1]
 
 
+def colour(r: Run) -> str:
+    return " RGB" if r.data_cfg.get("color") == "rgb" else ""  # the study's input is grayscale
+
+
 def pseudo_labels(r: Run) -> str:
     if not r.data_cfg.get("pseudo_label_ckpt"):
         return ""
@@ -38,6 +42,8 @@ def pseudo_labels(r: Run) -> str:
 def label(r: Run) -> str:
     """'SegNet dice', with the recipe when it is not the study's, and what else sets the run apart."""
     extras = [] if r.task == "segmentation" else ["improved recipe"]
+    if colour(r):
+        extras.append("RGB")
     if r.data_cfg.get("batch_size", 32) != 32:
         extras.append(f"batch {r.data_cfg['batch_size']}")
     if r.data_cfg.get("pseudo_label_ckpt"):
@@ -80,7 +86,8 @@ def seg_rows(runs: list[Run]) -> list[dict]:
         loss = r.model_cfg.get("loss")
         study = TABLE3.get(loss, (float("nan"), float("nan")))
         rows.append({
-            "experiment": r.task, "loss": loss, "model": net_name(r) + augmentation(r.model_cfg) + pseudo_labels(r),
+            "experiment": r.task, "loss": loss,
+            "model": net_name(r) + colour(r) + augmentation(r.model_cfg) + pseudo_labels(r),
             "val Dice": r.val("val/dice"), "val IoU": r.val("val/iou"),
             "Dice per image": r.val("val/dice_per_image"), "IoU per image": r.val("val/iou_per_image"),
             "pixel acc": r.val("val/pixel_acc"),
@@ -111,7 +118,8 @@ def figure_sample(data_cfg: dict, path: Path) -> Path:
     x, m = dm.train_set[0]
     fig, axes = plt.subplots(1, 2, figsize=(4.4, 2.4))
     axes[0].imshow(to_hwc(x.float() / 255), cmap="gray")
-    axes[0].set_title("image (64x64 gray)", fontsize=8)
+    size = data_cfg.get("image_size", 64)
+    axes[0].set_title(f"image ({size}x{size} {data_cfg.get('color', 'gray')})", fontsize=8)
     axes[1].imshow(m[0].numpy(), cmap="gray", vmin=0, vmax=255)
     axes[1].set_title("target (white void border)", fontsize=8)
     no_ticks(axes)
@@ -126,11 +134,15 @@ def figure_predictions(runs: list[Run], data_cfg: dict, path: Path, n: int = 5) 
     idx = np.linspace(0, len(dm.val_set) - 1, n).astype(int).tolist()
     x, m = dm.val_set.__getitems__(idx)
     x = x.float() / 255
+    inputs = {data_cfg.get("color"): x}  # each net sees the images in the colour it was trained on
     preds = []
     for r in runs:
+        color = r.data_cfg.get("color")
+        if color not in inputs:
+            inputs[color] = datamodule_from(data_cfg, color=color).val_set.__getitems__(idx)[0].float() / 255
         task, _ = load_task(r.metrics["best_ckpt"], r.model_cfg)
         with torch.no_grad():
-            preds.append((label(r), torch.sigmoid(task.net(x)) > 0.5))
+            preds.append((label(r), torch.sigmoid(task.net(inputs[color])) > 0.5))
     cols = 2 + len(preds)
     fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
     for i in range(n):
