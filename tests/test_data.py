@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -42,6 +44,13 @@ def test_reconstruction_batches_are_rgb_128_in_unit_range(synthetic_root, tmp_pa
     x = dm.on_after_batch_transfer(raw, 0)
     assert x.dtype == torch.float32 and 0.0 <= x.min() and x.max() <= 1.0 and x.std() > 0.05
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_root_recorded_through_a_folder_that_is_gone_still_finds_the_tree(synthetic_root, tmp_path):
+    gone = tmp_path / "old_checkout"  # never created, as after `git worktree remove`
+    recorded = f"{gone}/{os.path.relpath(synthetic_root, gone)}"  # e.g. <tmp>/old_checkout/../../voc0
+    dm = datamodule(recorded, tmp_path, task="reconstruction")
+    assert dm.root == synthetic_root and len(dm.train_set) > 0
 
 
 def test_classification_labels_match_the_main_lists(synthetic_root, tmp_path):

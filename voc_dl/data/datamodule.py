@@ -13,6 +13,7 @@ and become floats after the transfer to the device, which keeps the host side ne
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,9 @@ class VOCDataModule(pl.LightningDataModule):
             raise VOCDataError(f"data.void={void!r}; allowed: ignore, background")
         if image_size < 8:
             raise VOCDataError(f"data.image_size={image_size}; it must be at least 8 pixels")
-        self.task, self.root, self.year = task, Path(root), str(year)
+        # `..` is taken out by name: a root recorded through a checkout that has since gone
+        # (`<old checkout>/../shared/voc` in a run's config) still finds the tree for eval and the report.
+        self.task, self.root, self.year = task, Path(os.path.normpath(root)), str(year)
         self.classes = check_classes(classes) if task != "segmentation" else list(classes)
         self.image_size, self.color = int(image_size), color
         self.train_split, self.val_split = train_split, val_split
