@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -151,7 +152,7 @@ def figure_predictions(runs: list[Run], data_cfg: dict, path: Path, n: int = 5) 
         for j, (_, p) in enumerate(preds, 2):
             axes[i][j].imshow(p[i, 0].numpy(), cmap="gray")
     for j, title in enumerate(["image", "target", *[label for label, _ in preds]]):
-        axes[0][j].set_title(title.replace(" (", "\n("), fontsize=8)
+        axes[0][j].set_title("\n".join(textwrap.wrap(title, 22)), fontsize=8)  # long labels must not overlap
     no_ticks(axes)
     return save_figure(fig, path)
 
