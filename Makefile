@@ -28,7 +28,7 @@ COMMON := $(DATA_ARGS) trainer.accelerator=$(ACCELERATOR) $(if $(PRECISION),trai
 	$(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) $(ARGS)
 TRAIN := $(PY) -m voc_dl.train -m
 
-.PHONY: help install demo test test-slow lint bench bench-fidelity bench-data autoencoder classifiers segmentation report tensorboard all
+.PHONY: help install demo test test-slow lint bench bench-fidelity bench-data bench-epoch autoencoder classifiers segmentation report tensorboard all
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -71,6 +71,9 @@ bench-fidelity: $(STAMP) ## fp32 versus the fast default: end-of-run metrics (+ 
 
 bench-data: $(STAMP) ## first-load versus cached-load time of the VOC preprocessing (DATA=... or DATASET=shared_voc)
 	$(PY) benchmarks/data_cache.py $(BENCH_DATA)
+
+bench-epoch: $(STAMP) ## seconds per epoch of the study's autoencoder through voc-dl's own trainer (DATASET=shared_voc_study; slow on CPU)
+	$(PY) benchmarks/epoch_time.py $(COMMON)
 
 autoencoder: $(STAMP) ## Section 1: code size x loss sweep (6 jobs), the improved recipe (IMPROVED_CODES), PCA baseline, Table 1, Figures 2-3
 	$(TRAIN) experiment=autoencoder model.code_size=2048,4096,8192 model.loss=mse,mae \

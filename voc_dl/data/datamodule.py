@@ -244,7 +244,10 @@ class VOCDataModule(pl.LightningDataModule):
             return None, None
         unlabeled = self._entry(UNLABELED)[0]
         teacher = pseudo.load_teacher(self.pseudo_label_ckpt, self.image_size, self.color)
-        masks = pseudo.pseudo_masks(teacher, unlabeled.arrays["images"], self.pseudo_label_confidence)
+        # ~1,300 photographs x 2 (flip TTA): a minute on 2 CPU cores, a second on a GPU
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        masks = pseudo.pseudo_masks(teacher.to(device), unlabeled.arrays["images"], self.pseudo_label_confidence,
+                                    device=device)
         log.info("pseudo-labelled %d photographs with %s (%.0f%% of pixels void)", len(masks),
                  self.pseudo_label_ckpt, 100 * (masks == 255).mean())
         return unlabeled, masks

@@ -56,12 +56,13 @@ def load_teacher(ckpt_path: str | Path, image_size: int, color: str):
 
 
 @torch.no_grad()
-def pseudo_masks(teacher, images: np.ndarray, confidence: float, batch_size: int = 64) -> np.ndarray:
-    """uint8 masks (N, H, W) of 0 / 1 / VOID from NHWC uint8 images."""
+def pseudo_masks(teacher, images: np.ndarray, confidence: float, batch_size: int = 64,
+                 device: str | torch.device = "cpu") -> np.ndarray:
+    """uint8 masks (N, H, W) of 0 / 1 / VOID from NHWC uint8 images; `device` is where the teacher is."""
     out = np.empty(images.shape[:3], dtype=np.uint8)
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.array(images[start:start + batch_size])).permute(0, 3, 1, 2)  # a writable copy
-        prob = torch.sigmoid(teacher.predict_logits(x.float().div_(255)))[:, 0]
+        prob = torch.sigmoid(teacher.predict_logits(x.to(device).float().div_(255)))[:, 0].cpu()
         mask = torch.full(prob.shape, VOID, dtype=torch.uint8)
         mask[prob >= confidence] = 1
         mask[prob <= 1 - confidence] = 0
