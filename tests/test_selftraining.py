@@ -74,6 +74,15 @@ def test_a_self_trained_run_adds_the_teachers_masks_to_train_only(compose_cfg, p
     assert data["train_images"] == len(kept) + len(withheld) and data["pseudo_labeled_images"] == len(withheld)
     assert data["val_images"] == len(val_ids) and data["val_images"] == teacher["data"]["val_images"]
     assert 0 <= data["pseudo_label_void_fraction"] <= 1 and data["pseudo_label_confidence"] == 0.6
+    assert data["pseudo_label_teacher_color"] == "gray"
+
+    # a student of another colour: the grayscale teacher still reads grayscale photographs, so its masks are the
+    # same as above (an RGB input would not even fit its first conv)
+    rgb = train(compose_cfg(["experiment=segmentation_selftrain", *on_tree[1:], f"data.pseudo_label_ckpt={ckpt}",
+                             "data.pseudo_label_confidence=0.6", "data.color=rgb"]))
+    assert rgb["status"] == "ok" and rgb["data"]["image_shape"][0] == 3
+    for key in ("pseudo_labeled_images", "pseudo_label_void_fraction", "pseudo_label_foreground_fraction"):
+        assert rgb["data"][key] == data[key], key
 
     with pytest.raises(VOCDataError, match=r"data.pseudo_label_confidence=0.4: must be in \(0.5, 1\]"):
         train(compose_cfg([*on_tree, f"data.pseudo_label_ckpt={ckpt}", "data.pseudo_label_confidence=0.4"]))

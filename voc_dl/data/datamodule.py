@@ -144,7 +144,7 @@ class VOCDataModule(pl.LightningDataModule):
         self.val_set: ArrayDataset | None = None
         self.info: dict = {}
         # prepare_data's entries, so setup in the same process does not reopen and re-checksum them
-        self._entries: dict[str, tuple[cache.CacheEntry, np.ndarray | None]] = {}
+        self._entries: dict[tuple[str, str], tuple[cache.CacheEntry, np.ndarray | None]] = {}
 
     # -- preparing the tree and the caches ---------------------------------------------------------
     def prepare_data(self) -> None:
@@ -171,30 +171,32 @@ class VOCDataModule(pl.LightningDataModule):
                                f"in {base}/ImageSets/Main. Fix: choose other classes or another data.root")
         return [i for i, k in zip(ids, keep, strict=True) if k], labels[keep]
 
-    def _entry(self, split: str) -> tuple[cache.CacheEntry, np.ndarray | None]:
-        if split not in self._entries:
-            self._entries[split] = self._load_entry(split)
-        return self._entries[split]
+    def _entry(self, split: str, color: str | None = None) -> tuple[cache.CacheEntry, np.ndarray | None]:
+        """A split's cached arrays, in this run's colour mode unless `color` (a teacher's) says otherwise."""
+        key = (split, color or self.color)
+        if key not in self._entries:
+            self._entries[key] = self._load_entry(*key)
+        return self._entries[key]
 
-    def _load_entry(self, split: str) -> tuple[cache.CacheEntry, np.ndarray | None]:
+    def _load_entry(self, split: str, color: str) -> tuple[cache.CacheEntry, np.ndarray | None]:
         base = check_tree(self.root, self.year)
         ids, labels = self._selection(split)
         jpeg = [base / "JPEGImages" / f"{i}.jpg" for i in ids]
-        spec = {"tree": str(base.resolve()), "split": split, "size": self.image_size, "color": self.color}
+        spec = {"tree": str(base.resolve()), "split": split, "size": self.image_size, "color": color}
         if self.task == "segmentation" and split != UNLABELED:
             png = [base / "SegmentationClass" / f"{i}.png" for i in ids]
             spec.update(kind="segmentation", void=self.void, sources=cache.fingerprint(jpeg + png))
 
             def load_one(i: str) -> dict[str, np.ndarray]:
                 img_path = base / "JPEGImages" / f"{i}.jpg"
-                return {"images": load_image(img_path, self.image_size, self.color),
+                return {"images": load_image(img_path, self.image_size, color),
                         "masks": load_mask(base / "SegmentationClass" / f"{i}.png", self.image_size,
                                            img_path, self.void)}
         else:
             spec.update(kind="images", sources=cache.fingerprint(jpeg))
 
             def load_one(i: str) -> dict[str, np.ndarray]:
-                return {"images": load_image(base / "JPEGImages" / f"{i}.jpg", self.image_size, self.color)}
+                return {"images": load_image(base / "JPEGImages" / f"{i}.jpg", self.image_size, color)}
 
         entry = cache.load_or_build(self.cache_dir, f"voc{self.year}-{split}-{spec['kind']}", spec, ids,
                                     load_one, self.on_bad_image)
@@ -235,6 +237,7 @@ class VOCDataModule(pl.LightningDataModule):
         if pseudo_ids:
             self.info.update(pseudo_label_ckpt=str(self.pseudo_label_ckpt), pseudo_labeled_images=len(pseudo_ids),
                              pseudo_label_confidence=self.pseudo_label_confidence,
+                             pseudo_label_teacher_color=self.pseudo_label_teacher_color,
                              pseudo_label_void_fraction=float((pseudo_masks == 255).mean()),
                              pseudo_label_foreground_fraction=float((pseudo_masks == 1).mean()))
 
@@ -243,13 +246,19 @@ class VOCDataModule(pl.LightningDataModule):
         if not self.pseudo_label_ckpt:
             return None, None
         unlabeled = self._entry(UNLABELED)[0]
-        teacher = pseudo.load_teacher(self.pseudo_label_ckpt, self.image_size, self.color)
+        teacher, teacher_color = pseudo.load_teacher(self.pseudo_label_ckpt, self.image_size)
+        self.pseudo_label_teacher_color = teacher_color
+        seen = self._entry(UNLABELED, teacher_color)[0]  # the photographs as the teacher reads them
+        if list(seen.ids) != list(unlabeled.ids):  # on_bad_image=skip dropped different files
+            raise VOCDataError(f"the unlabelled photographs in {teacher_color} and in {self.color} differ "
+                               f"({len(seen.ids)} against {len(unlabeled.ids)}). Fix: rebuild the caches "
+                               f"(delete {self.cache_dir}) or repair the files that data.on_bad_image=skip left out")
         # ~1,300 photographs x 2 (flip TTA): a minute on 2 CPU cores, a second on a GPU
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        masks = pseudo.pseudo_masks(teacher.to(device), unlabeled.arrays["images"], self.pseudo_label_confidence,
+        masks = pseudo.pseudo_masks(teacher.to(device), seen.arrays["images"], self.pseudo_label_confidence,
                                     device=device)
-        log.info("pseudo-labelled %d photographs with %s (%.0f%% of pixels void)", len(masks),
-                 self.pseudo_label_ckpt, 100 * (masks == 255).mean())
+        log.info("pseudo-labelled %d photographs with %s, reading them in %s (%.0f%% of pixels void)", len(masks),
+                 self.pseudo_label_ckpt, teacher_color, 100 * (masks == 255).mean())
         return unlabeled, masks
 
     def _describe(self, train, val, tr_targets, va_targets, moved: int) -> dict:

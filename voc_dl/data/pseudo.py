@@ -37,8 +37,12 @@ def check_confidence(confidence: float) -> float:
     return float(confidence)
 
 
-def load_teacher(ckpt_path: str | Path, image_size: int, color: str):
-    """The segmentation task of a voc-dl checkpoint, with flip TTA on; refuses another task or input."""
+def load_teacher(ckpt_path: str | Path, image_size: int):
+    """The segmentation task of a voc-dl checkpoint, with flip TTA on, and the colour mode it reads.
+
+    The teacher may read another colour than the student (an RGB net labelling for the study's grayscale
+    one): the masks are the same either way. It must segment images of the student's size.
+    """
     from voc_dl.eval import load_task  # lazy: eval imports the training stack
 
     path = Path(ckpt_path).expanduser()
@@ -46,13 +50,13 @@ def load_teacher(ckpt_path: str | Path, image_size: int, color: str):
         raise VOCDataError(f"data.pseudo_label_ckpt={ckpt_path}: no such file. Fix: point it at a trained "
                            "segmenter, e.g. outputs/study/segmentation_improved/<run>/checkpoints/best.ckpt")
     teacher, data_cfg = load_task(path)
-    trained_on = (data_cfg.get("task"), data_cfg.get("image_size"), data_cfg.get("color"))
-    if trained_on != ("segmentation", image_size, color):
-        raise VOCDataError(f"data.pseudo_label_ckpt={ckpt_path} was trained for task/size/colour {trained_on}, "
-                           f"but this run segments {image_size}x{image_size} {color} images. "
-                           "Fix: use a segmenter trained on the same input")
+    trained_on = (data_cfg.get("task"), data_cfg.get("image_size"))
+    if trained_on != ("segmentation", image_size):
+        raise VOCDataError(f"data.pseudo_label_ckpt={ckpt_path} was trained for task/size {trained_on}, "
+                           f"but this run segments {image_size}x{image_size} images. "
+                           "Fix: use a segmenter trained on the same input size")
     teacher.tta = True
-    return teacher
+    return teacher, data_cfg.get("color", "rgb")
 
 
 @torch.no_grad()
