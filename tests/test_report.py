@@ -132,5 +132,16 @@ def test_a_self_trained_run_says_so_in_table3(tmp_path):
                           "data": {"pseudo_label_ckpt": "/teacher.ckpt"}},
                "data": {"pseudo_labeled_images": 1318}}
     (row,) = seg_rows([Run(tmp_path, metrics)])
-    assert row["model"] == "UNet + aug + 1318 pseudo-labelled" and row["val Dice"] == 0.7
-    assert "segmentation_selftrain" in TASKS
+    assert row["model"] == "UNet + aug + 1318 pseudo-labelled (teacher teacher.ckpt)" and row["val Dice"] == 0.7
+    assert row["device"] == "CPU" and "segmentation_selftrain" in TASKS
+
+    # a teacher still in its run folder is named by its own val Dice; one of another colour says so
+    teacher = tmp_path / "teacher"
+    (teacher / "checkpoints").mkdir(parents=True)
+    (teacher / "metrics.json").write_text(json.dumps({"val": {"val/dice": 0.7204}}))
+    metrics["config"]["data"].update(pseudo_label_ckpt=str(teacher / "checkpoints" / "best.ckpt"), color="gray")
+    metrics["data"]["pseudo_label_teacher_color"] = "rgb"
+    metrics["hardware"] = {"device": "NVIDIA H200"}
+    (row,) = seg_rows([Run(tmp_path, metrics)])
+    assert row["model"] == "UNet + aug + 1318 pseudo-labelled (teacher Dice 0.720, reading rgb)"
+    assert row["device"] == "H200"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -33,11 +34,41 @@ def colour(r: Run) -> str:
     return " RGB" if r.data_cfg.get("color") == "rgb" else ""  # the study's input is grayscale
 
 
+def teacher_dice(ckpt: str) -> float | None:
+    """The val Dice of the run a teacher checkpoint came from, when it sits in its run folder."""
+    metrics = Path(ckpt).parent.parent / "metrics.json"
+    try:
+        return float(json.loads(metrics.read_text())["val"]["val/dice"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def pseudo_labels(r: Run) -> str:
-    if not r.data_cfg.get("pseudo_label_ckpt"):
+    ckpt = r.data_cfg.get("pseudo_label_ckpt")
+    if not ckpt:
         return ""
-    n = (r.metrics.get("data") or {}).get("pseudo_labeled_images", "?")
-    return f" + {n} pseudo-labelled"
+    data = r.metrics.get("data") or {}
+    teacher = [f"Dice {d:.3f}"] if (d := teacher_dice(ckpt)) is not None else [Path(ckpt).name]
+    if data.get("pseudo_label_teacher_color", r.data_cfg.get("color")) != r.data_cfg.get("color"):
+        teacher.append(f"reading {data['pseudo_label_teacher_color']}")
+    return f" + {data.get('pseudo_labeled_images', '?')} pseudo-labelled (teacher {', '.join(teacher)})"
+
+
+def device(r: Run) -> str:
+    name = (r.metrics.get("hardware") or {}).get("device", "?")
+    return name.removeprefix("NVIDIA ") if "NVIDIA" in name else "CPU"
+
+
+def featured(runs: list[Run]) -> list[Run]:
+    """The runs the figures show: the best of each study-faithful (net, loss, colour), and the best beyond them
+    per net. A figure with every run of a sweep would be unreadable."""
+    best: dict[tuple, Run] = {}
+    for r in runs:
+        key = (net_name(r), r.model_cfg.get("loss"), colour(r)) if r.task == "segmentation" else (net_name(r),)
+        if key not in best or r.val("val/dice", -1) > best[key].val("val/dice", -1):
+            best[key] = r
+    return sorted(best.values(), key=lambda r: (r.task != "segmentation", net_name(r), r.model_cfg.get("loss") != "bce",
+                                                 colour(r)))
 
 
 def label(r: Run) -> str:
@@ -97,6 +128,7 @@ def seg_rows(runs: list[Run]) -> list[dict]:
             "epochs": r.metrics.get("epochs"),
             "best epoch": r.metrics.get("best_epoch"), "study Dice": study[0], "study IoU": study[1],
             "Dice - study": r.val("val/dice") - study[0], "wall s": round(r.metrics.get("wall_time_s") or 0),
+            "device": device(r),
             "status": r.status_line, "run": str(r.path),
         })
     return sorted(rows, key=lambda x: (x["experiment"], x["model"], x["loss"] or ""))
@@ -173,12 +205,12 @@ def report(runs: list[Run], out: Path) -> dict:
         data_cfg = ok[0].data_cfg
         rows += baselines(data_cfg)
         written["figures"].append(figure_sample(data_cfg, out / "figure5.png"))
-        written["figures"].append(figure_curves(ok, ("train/loss", "val/loss"), "loss",
+        shown = featured(ok)
+        written["figures"].append(figure_curves(shown, ("train/loss", "val/loss"), "loss",
                                                 "Figure 6: training and validation loss", out / "figure6.png"))
-        written["figures"].append(figure_curves(ok, ("train/dice", "val/dice"), "Dice (pooled)",
+        written["figures"].append(figure_curves(shown, ("train/dice", "val/dice"), "Dice (pooled)",
                                                 "Figure 7: training and validation Dice", out / "figure7.png"))
-        order = sorted(ok, key=lambda r: (r.task, net_name(r), r.model_cfg.get("loss") != "bce"))
-        fig8 = figure_predictions(order, data_cfg, out / "figure8.png")
+        fig8 = figure_predictions(shown, data_cfg, out / "figure8.png")
         if fig8:
             written["figures"].append(fig8)
     written["table"] = write_table(out, "table3", "Table 3: binary segmentation (validation)", rows, notes)
