@@ -24,8 +24,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from common import compose_train, save  # benchmarks/ is on sys.path when a script runs
+from pytorch_lightning.utilities import move_data_to_device
 
-from voc_dl.config import hardware, resolve_precision
+from voc_dl.config import hardware
 from voc_dl.train import build
 
 
@@ -60,22 +61,13 @@ def lightning_loop(cfg) -> float:
     return steady_images_per_s(clock.epochs, cfg.data.batch_size)
 
 
-def move_to(batch, device: str):
-    return tuple(t.to(device, non_blocking=True) for t in batch) if isinstance(batch, (list, tuple)) else batch.to(
-        device, non_blocking=True)
-
-
 def hand_loop(cfg, batches: int) -> tuple[float, float]:
     """Forward + loss + backward + step over the same loader and batches: images/s and the data share."""
-    datamodule, task, _ = build(cfg)  # the same seed: the same initial weights, the same batches
+    datamodule, task, trainer = build(cfg)  # the same seed: the same initial weights, the same batches
     datamodule.prepare_data()
     datamodule.setup("fit")
     fmt = torch.channels_last if task.channels_last else torch.contiguous_format
-    # the device and autocast the Lightning run gets (bf16-mixed on a CUDA GPU with bf16)
-    device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
-    precision = resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator)
-    autocast = torch.autocast(device, dtype=torch.bfloat16 if precision.startswith("bf16") else torch.float16,
-                              enabled=precision.endswith("-mixed"))
+    device = trainer.strategy.root_device  # the device and autocast the Lightning run gets, from its trainer
     task.to(device)
     task.on_fit_start()  # the same memory format and conv routes as the Lightning run
     net = task.net.train()
@@ -86,10 +78,10 @@ def hand_loop(cfg, batches: int) -> tuple[float, float]:
         times = []
         t0 = t_wait = time.perf_counter()
         for batch in itertools.islice(datamodule.train_dataloader(), batches):
-            batch = datamodule.on_after_batch_transfer(move_to(batch, device), 0)
+            batch = datamodule.on_after_batch_transfer(move_data_to_device(batch, device), 0)
             times.append(time.perf_counter())
             waited += times[-1] - t_wait
-            with autocast:
+            with trainer.precision_plugin.forward_context():
                 if cfg.task_name == "segmentation":
                     x, mask = batch
                     loss = task.loss(net(x.contiguous(memory_format=fmt)).float(), mask)
@@ -103,7 +95,7 @@ def hand_loop(cfg, batches: int) -> tuple[float, float]:
             loss.backward()
             opt.step()
             t_wait = time.perf_counter()
-        if device == "cuda":
+        if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter())
         total += times[-1] - t0
