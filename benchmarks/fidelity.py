@@ -14,6 +14,8 @@ the deep CNN to leave the 0.5 threshold its multi-label metrics are counted at. 
 the next seed (with --seeds 1) or every seed (with more), and the relative range of those runs is the noise
 floor: two float orders of summation are as different as two seeds once training amplifies them, so a
 difference near that spread says "noise", one far above it says "the setting changes results".
+Runs are seeded with `trainer.deterministic=warn`: deterministic kernels wherever torch has one (CUDA has
+none for a few backward passes, such as adaptive average pooling's, and warns there instead of failing).
 Trailing arguments are Hydra overrides for every run (e.g. data.root=... on another machine). Writes
 <out>/fidelity.{md,json}; finished runs in <out>/fidelity_runs are reused unless --rerun.
 """
@@ -25,6 +27,7 @@ import json
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import save  # benchmarks/ is on sys.path when a script runs
@@ -58,21 +61,34 @@ def train(experiment: str, args, out: Path) -> tuple[dict[str, list[dict]], tupl
     limits = [f"++trainer.limit_train_batches={train_batches or 1.0}",
               f"++trainer.limit_val_batches={val_batches or 1.0}"]
     cmd = [sys.executable, "-m", "voc_dl.train", "-m", f"experiment={experiment}", f"dataset={args.dataset}",
-           *SECTIONS[experiment], f"trainer.max_epochs={epochs}", "trainer.deterministic=true", *limits, "~logger",
+           *SECTIONS[experiment], f"trainer.max_epochs={epochs}", "trainer.deterministic=warn", *limits, "~logger",
            *args.overrides, f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir='fp32=${fp32},seed=${seed}'"]
     seeds = list(range(args.seed, args.seed + args.seeds))
     plan_runs = {"fp32": seeds + ([args.seed + 1] if args.seeds == 1 else []), "default": seeds}
+    folders = {(name, seed): sweep / f"fp32={name == 'fp32'},seed={seed}"
+               for name, run_seeds in plan_runs.items() for seed in run_seeds}
+    todo = [key for key, folder in folders.items() if args.rerun or not (folder / "metrics.json").exists()]
+
+    def launch(key: tuple[str, int]) -> None:
+        name, seed = key
+        full = [*cmd, f"fp32={str(name == 'fp32').lower()}", f"seed={seed}"]
+        if args.jobs == 1:
+            subprocess.run(full, check=True)
+            return
+        sweep.mkdir(parents=True, exist_ok=True)  # parallel runs each log to a file, not the console
+        log = sweep / f"{folders[key].name}.log"
+        with log.open("w") as f:
+            if subprocess.run(full, stdout=f, stderr=subprocess.STDOUT).returncode:
+                raise RuntimeError(f"{experiment} {folders[key]} failed; its output is in {log}")
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(launch, todo))  # list() re-raises the first failure
     found: dict[str, list[dict]] = {}
-    for name, run_seeds in plan_runs.items():
-        fp32 = name == "fp32"
-        for seed in run_seeds:
-            folder = sweep / f"fp32={fp32},seed={seed}"
-            if not (folder / "metrics.json").exists() or args.rerun:
-                subprocess.run([*cmd, f"fp32={str(fp32).lower()}", f"seed={seed}"], check=True)
-            metrics = json.loads((folder / "metrics.json").read_text())
-            if metrics["status"] != "ok":
-                raise RuntimeError(f"{experiment} {folder} failed: {metrics.get('error')}")
-            found.setdefault(name, []).append(metrics)
+    for (name, _), folder in folders.items():
+        metrics = json.loads((folder / "metrics.json").read_text())
+        if metrics["status"] != "ok":
+            raise RuntimeError(f"{experiment} {folder} failed: {metrics.get('error')}")
+        found.setdefault(name, []).append(metrics)
     return found, plan
 
 
@@ -104,14 +120,15 @@ def main() -> None:
     ap.add_argument("--limit-val-batches", type=int, help="every section; 0 = the whole split (the same "
                                                            "validation batches in every run either way)")
     ap.add_argument("--seeds", type=int, default=1, help="fp32 and default each train with this many seeds")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (a GPU can take several small ones)")
     ap.add_argument("--rerun", action="store_true", help="train again even where a finished run exists")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--sections", default=",".join(SECTIONS))
     ap.add_argument("--out", default="outputs/bench")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides added to every run")
     args = ap.parse_args()
-    if args.seeds < 1:
-        ap.error("--seeds must be at least 1")
+    if args.seeds < 1 or args.jobs < 1:
+        ap.error("--seeds and --jobs must be at least 1")
     out = Path(args.out)
     rows = []
     for experiment in args.sections.split(","):
