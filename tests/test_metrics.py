@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
-from torchmetrics.image import PeakSignalNoiseRatio
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from voc_dl.tasks.classification import classification_metrics
+from voc_dl.tasks.reconstruction import ReconstructionTask
 from voc_dl.tasks.segmentation import masked_bce, per_image_dice_iou, segmentation_metrics, soft_dice_loss
 
 
@@ -88,3 +90,18 @@ def test_losses_ignore_void_pixels():
     assert soft_dice_loss(logits, t, valid).item() == pytest.approx(soft_dice_loss(changed, t, valid).item())
     perfect = torch.where(t.bool(), 20.0, -20.0)
     assert soft_dice_loss(perfect, t, valid).item() < 1e-3
+
+
+def test_ssim_stays_fp32_inside_a_bf16_autocast_step():
+    # Lightning runs validation_step under autocast; SSIM's Gaussian filters are convolutions that autocast
+    # would run in bf16, where its variance terms cancel. The task must score exactly as plain fp32 does.
+    task = ReconstructionTask(code_size=2048, optimizer=partial(torch.optim.Adam, lr=1e-3), channels_last=False)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=gen)
+    pred = (x + 0.05 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    expected = StructuralSimilarityIndexMeasure(data_range=1.0)(pred, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        task.update_val_metrics(pred, x)
+    got = task.val_image_metrics.compute()["val/ssim"]
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)

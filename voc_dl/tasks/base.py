@@ -66,6 +66,12 @@ class VOCTask(pl.LightningModule):
         # of an earlier epoch's validation and reports their mixture.
         self.reset_metrics("val_")
 
+    def full_precision(self):
+        """A context for metric updates inside a bf16/fp16 autocast step: SSIM filters with convolutions,
+        and in bf16 its variance terms (E[x^2] - E[x]^2) cancel to noise (val SSIM 0.29 against fp32's 0.51
+        on an H200, with every other metric within 1%)."""
+        return torch.autocast(self.device.type, enabled=False)
+
     # -- optimisation -----------------------------------------------------------------------------------
     def param_groups(self) -> list[dict] | list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -55,12 +55,16 @@ class ReconstructionTask(VOCTask):
 
     def validation_step(self, x: torch.Tensor, batch_idx: int):
         x, pred, loss = self._step(x)
-        self.val_flat_metrics.update(self.flat(pred), self.flat(x))
-        self.val_image_metrics.update(pred, x)
+        self.update_val_metrics(pred, x)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(self.val_flat_metrics, on_epoch=True)
         self.log_dict(self.val_image_metrics, on_epoch=True)
         self.keep_val_sample(batch_idx, x, pred)
+
+    def update_val_metrics(self, pred: torch.Tensor, x: torch.Tensor) -> None:
+        self.val_flat_metrics.update(self.flat(pred), self.flat(x))
+        with self.full_precision():
+            self.val_image_metrics.update(pred.float(), x.float())
 
     def on_validation_epoch_end(self) -> None:
         if self.should_log_images():
