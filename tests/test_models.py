@@ -202,8 +202,23 @@ def test_nchw_weight_grad_swaps_only_wide_convs_and_keeps_the_state_dict():
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_task_switches_conv_route_at_fit_start_only_when_configured():
-    for flag in (False, True):
-        task = ReconstructionTask(code_size=8192, optimizer=torch.optim.Adam, nchw_weight_grad=flag)
-        task.on_fit_start()
-        assert any(type(m) is NCHWWeightGradConv2d for m in task.net.modules()) == flag
+def test_task_switches_conv_route_at_fit_start_only_when_configured_and_on_a_cpu_it_helps(monkeypatch):
+    for helps in (False, True):
+        monkeypatch.setattr("voc_dl.tasks.base.helps_on_this_cpu", lambda helps=helps: helps)
+        for flag in (False, True):
+            task = ReconstructionTask(code_size=8192, optimizer=torch.optim.Adam, nchw_weight_grad=flag)
+            task.on_fit_start()
+            assert any(type(m) is NCHWWeightGradConv2d for m in task.net.modules()) == (flag and helps)
+
+
+def test_cpu_flags_drive_bf16_and_the_conv_route(monkeypatch):
+    import voc_dl.config as config
+    from voc_dl.models.fast_conv import helps_on_this_cpu
+
+    for flags, bf16, avx2_fix in (("fpu avx2 fma", False, True), ("avx2 avx512f avx512_bf16", True, False),
+                                  ("avx512f amx_bf16 amx_tile", True, False)):
+        monkeypatch.setattr(config, "cpu_flags", lambda flags=flags: set(flags.split()))
+        assert config.cpu_has_bf16() == bf16
+        assert config.resolve_precision("auto", False, "cpu") == ("bf16-mixed" if bf16 else "32-true")
+        monkeypatch.setattr("voc_dl.models.fast_conv.cpu_flags", lambda flags=flags: set(flags.split()))
+        assert helps_on_this_cpu() == avx2_fix

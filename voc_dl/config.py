@@ -88,13 +88,18 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs} must be at least 1")
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo is not there)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+
+
 def cpu_has_bf16() -> bool:
     """Native bf16 on this CPU (AVX512-BF16 or AMX): then bf16 autocast is faster, not emulated."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(requested: str | int, fp32: bool, accelerator: str) -> str:

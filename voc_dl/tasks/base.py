@@ -10,7 +10,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torchmetrics import Metric, MetricCollection
 from torchvision.utils import make_grid
 
-from voc_dl.models.fast_conv import nchw_weight_grad
+from voc_dl.models.fast_conv import helps_on_this_cpu, nchw_weight_grad
 
 
 class VOCTask(pl.LightningModule):
@@ -46,8 +46,8 @@ class VOCTask(pl.LightningModule):
     def on_fit_start(self) -> None:
         # Conv nets run fastest with NHWC on both oneDNN (CPU) and cuDNN; the loader already yields NHWC.
         self.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        if self.nchw_weight_grad and self.channels_last and self.device.type == "cpu":
-            nchw_weight_grad(self.net)  # see models/fast_conv.py: oneDNN's channels-last weight gradient is slow
+        if self.nchw_weight_grad and self.channels_last and self.device.type == "cpu" and helps_on_this_cpu():
+            nchw_weight_grad(self.net)  # see models/fast_conv.py: oneDNN's AVX2 channels-last weight gradient is slow
 
     def to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
