@@ -65,7 +65,7 @@ bench: $(STAMP) ## the performance report: every net against the matmul peak, vo
 	cat outputs/bench/train_speed.md outputs/bench/loop_overhead.md outputs/bench/data_cache.md > outputs/bench/report.md
 	@echo "bench report: outputs/bench/report.md (JSON beside it)"
 
-bench-fidelity: $(STAMP) ## fp32 versus the fast default: end-of-run metrics (+ seed spread), then lockstep against one ulp (DATASET=...)
+bench-fidelity: $(STAMP) ## fp32 versus the fast default: end-of-run metrics (+ seed spread), then lockstep against one ulp (DATASET=...; ~2 h on 2 CPU cores)
 	$(PY) benchmarks/fidelity.py --dataset $(DATASET)
 	$(PY) benchmarks/lockstep.py --dataset $(DATASET)
 
