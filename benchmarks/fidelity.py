@@ -46,6 +46,17 @@ LENGTH = {
     "segmentation": (3, 12, 4),
 }
 TOLERANCE = 0.05
+# Overrides that do not change what a run computes: a finished run made with other values is still reused.
+NEUTRAL = ("trainer.deterministic", "data.cache_dir", "hydra.")
+
+
+def made_with(metrics: dict, overrides: list[str]) -> bool:
+    """Was this finished run trained with these overrides (their values, the neutral ones aside)?"""
+    def values(items) -> dict[str, str]:
+        return {o.lstrip("+").partition("=")[0]: o.partition("=")[2].strip("'").lower() for o in items
+                if not o.startswith("~")}
+    have = values(metrics.get("overrides", []))
+    return all(have.get(k) == v for k, v in values(overrides).items() if not k.startswith(NEUTRAL))
 
 
 def length(experiment: str, args) -> tuple[int, int | None, int | None]:
@@ -60,25 +71,36 @@ def train(experiment: str, args, out: Path) -> tuple[dict[str, list[dict]], tupl
     sweep = out / "fidelity_runs" / f"{experiment}_{epochs}x{train_batches or 'all'}"
     limits = [f"++trainer.limit_train_batches={train_batches or 1.0}",
               f"++trainer.limit_val_batches={val_batches or 1.0}"]
-    cmd = [sys.executable, "-m", "voc_dl.train", "-m", f"experiment={experiment}", f"dataset={args.dataset}",
-           *SECTIONS[experiment], f"trainer.max_epochs={epochs}", "trainer.deterministic=warn", *limits, "~logger",
-           *args.overrides, f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir='fp32=${fp32},seed=${seed}'"]
+    overrides = [f"experiment={experiment}", f"dataset={args.dataset}", *SECTIONS[experiment],
+                 f"trainer.max_epochs={epochs}", "trainer.deterministic=warn", *limits, "~logger", *args.overrides,
+                 f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir='fp32=${fp32},seed=${seed}'"]
+    train_cmd = [sys.executable, "-m", "voc_dl.train", "-m"]
     seeds = list(range(args.seed, args.seed + args.seeds))
     plan_runs = {"fp32": seeds + ([args.seed + 1] if args.seeds == 1 else []), "default": seeds}
     folders = {(name, seed): sweep / f"fp32={name == 'fp32'},seed={seed}"
                for name, run_seeds in plan_runs.items() for seed in run_seeds}
-    todo = [key for key, folder in folders.items() if args.rerun or not (folder / "metrics.json").exists()]
+    def full(key: tuple[str, int]) -> list[str]:
+        return [*overrides, f"fp32={str(key[0] == 'fp32').lower()}", f"seed={key[1]}"]
+
+    def finished(key: tuple[str, int]) -> bool:
+        path = folders[key] / "metrics.json"
+        if not path.exists():
+            return False
+        if made_with(json.loads(path.read_text()), full(key)):
+            return True
+        print(f"{folders[key]} was trained with other overrides: training it again", flush=True)
+        return False
+
+    todo = [key for key in folders if args.rerun or not finished(key)]
 
     def launch(key: tuple[str, int]) -> None:
-        name, seed = key
-        full = [*cmd, f"fp32={str(name == 'fp32').lower()}", f"seed={seed}"]
         if args.jobs == 1:
-            subprocess.run(full, check=True)
+            subprocess.run([*train_cmd, *full(key)], check=True)
             return
         sweep.mkdir(parents=True, exist_ok=True)  # parallel runs each log to a file, not the console
         log = sweep / f"{folders[key].name}.log"
         with log.open("w") as f:
-            if subprocess.run(full, stdout=f, stderr=subprocess.STDOUT).returncode:
+            if subprocess.run([*train_cmd, *full(key)], stdout=f, stderr=subprocess.STDOUT).returncode:
                 raise RuntimeError(f"{experiment} {folders[key]} failed; its output is in {log}")
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

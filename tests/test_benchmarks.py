@@ -38,3 +38,14 @@ def test_length_follows_the_plan_unless_overridden_and_zero_means_the_whole_spli
     assert fidelity.length("classification", args) == fidelity.LENGTH["classification"]
     args = argparse.Namespace(epochs=3, limit_train_batches=0, limit_val_batches=5)
     assert fidelity.length("autoencoder", args) == (3, None, 5)
+
+
+def test_a_finished_run_is_reused_only_if_made_with_the_same_overrides():
+    metrics = {"overrides": ["experiment=autoencoder", "trainer.deterministic=True", "++trainer.limit_val_batches=4",
+                             "~logger=null", "data.cache_dir=/a", "fp32=True", "seed=42"]}
+    same = ["experiment=autoencoder", "trainer.deterministic=warn", "++trainer.limit_val_batches=4", "~logger",
+            "data.cache_dir=/b", "fp32=true", "seed=42", "hydra.sweep.dir=/x"]
+    assert fidelity.made_with(metrics, same)  # determinism, cache folder and hydra settings do not change results
+    assert not fidelity.made_with(metrics, [*same[:2], "++trainer.limit_val_batches=1.0", *same[3:]])
+    assert not fidelity.made_with(metrics, [*same, "data.root=/elsewhere"])
+    assert not fidelity.made_with(metrics, [*same[:-2], "seed=43"])
