@@ -79,6 +79,7 @@ def train(experiment: str, args, out: Path) -> tuple[dict[str, list[dict]], tupl
     plan_runs = {"fp32": seeds + ([args.seed + 1] if args.seeds == 1 else []), "default": seeds}
     folders = {(name, seed): sweep / f"fp32={name == 'fp32'},seed={seed}"
                for name, run_seeds in plan_runs.items() for seed in run_seeds}
+
     def full(key: tuple[str, int]) -> list[str]:
         return [*overrides, f"fp32={str(key[0] == 'fp32').lower()}", f"seed={key[1]}"]
 

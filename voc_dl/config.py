@@ -6,6 +6,7 @@ sweep fails in a second instead of after an hour of decoding.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -88,13 +89,14 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs} must be at least 1")
 
 
-def cpu_flags() -> set[str]:
+@functools.cache  # fixed for the process; precision and conv-route choices both ask
+def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (empty where /proc/cpuinfo is not there)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
-    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+        return frozenset()
+    return frozenset(f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split())
 
 
 def cpu_has_bf16() -> bool:

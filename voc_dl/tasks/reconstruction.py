@@ -64,7 +64,7 @@ class ReconstructionTask(VOCTask):
     def update_val_metrics(self, pred: torch.Tensor, x: torch.Tensor) -> None:
         self.val_flat_metrics.update(self.flat(pred), self.flat(x))
         with self.full_precision():
-            self.val_image_metrics.update(pred.float(), x.float())
+            self.val_image_metrics.update(pred, x)
 
     def on_validation_epoch_end(self) -> None:
         if self.should_log_images():
