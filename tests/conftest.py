@@ -16,7 +16,20 @@ from voc_dl.data.synthetic import make_synthetic_voc
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SHARED_VOC = ROOT.parent / "shared" / "voc"
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# pytest-xdist workers share the cores: each takes its part (and so do the commands it starts), so the
+# suite does not oversubscribe them
+THREADS = max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+torch.set_num_threads(THREADS)
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+
+
+def assert_fp32_close(actual: torch.Tensor, expected: torch.Tensor, terms: int) -> None:
+    """Equal up to fp32 summation order: kernels for other CPUs (AVX2, AVX-512, AMX) block and order a sum
+    of `terms` products differently, and such reorderings differ by about sqrt(terms) roundings of the
+    largest value. Four of those, relative to the tensor's own scale, and nothing looser."""
+    scale = expected.abs().max().item()
+    atol = 4 * torch.finfo(torch.float32).eps * terms ** 0.5 * scale
+    torch.testing.assert_close(actual, expected, rtol=0, atol=atol)
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,7 @@ def test_shared_voc_preset_selects_the_stand_in_classes(compose_cfg):
     assert cfg.model.num_classes == 5 and cfg.model.net.num_classes == 5
 
 
+@pytest.mark.slow  # the README's `--cfg job` command runs by default
 def test_cfg_job_prints_the_composed_config():
     out = subprocess.run([sys.executable, "-m", "voc_dl.train", "experiment=segmentation", "model.loss=bce",
                           "--cfg", "job"], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -109,5 +110,7 @@ def test_sweep_folders_are_named_by_overrides_and_plumbing_only_jobs_get_their_o
     with read_write(cfg.hydra), open_dict(cfg):
         cfg.hydra.job.override_dirname = "model.loss=dice"
         assert cfg.hydra.sweep.subdir == "model.loss=dice"
+        cfg.hydra.job.override_dirname = "++trainer.limit_train_batches=2,model.loss=dice"  # voc_dl.cli's ++
+        assert cfg.hydra.sweep.subdir == "trainer.limit_train_batches=2,model.loss=dice"
         cfg.hydra.job.override_dirname = ""  # e.g. only threads=1 and ~logger, both excluded from names
         assert cfg.hydra.sweep.subdir == "defaults"

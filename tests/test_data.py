@@ -174,8 +174,12 @@ def test_cache_is_shared_and_stale_when_a_source_changes(tree, tmp_path):
 # -- bad input: every case names the file or key and says how to fix it -------------------------------
 
 def test_missing_dataset_says_where_it_looked(tmp_path):
-    with pytest.raises(VOCDataError, match=r"looked for .*VOC2009.*data.root.*data.download=true"):
+    with pytest.raises(VOCDataError, match=r"data.root=.*nowhere does not exist.*data.download=true"):
         datamodule(tmp_path / "nowhere", tmp_path)
+    assert not (tmp_path / "nowhere").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VOCDataError, match=r"looked for .*VOC2009.*data.root.*data.download=true"):
+        datamodule(tmp_path / "empty", tmp_path)
 
 
 def test_wrong_year_points_to_the_years_present(tree, tmp_path):

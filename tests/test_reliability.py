@@ -40,7 +40,7 @@ def last_epoch(ckpt: Path) -> int:
 
 def test_run_killed_mid_training_resumes_to_the_uninterrupted_metrics(tmp_path, synthetic_root):
     # dropout, shuffling and augmentation all draw random numbers: equal metrics need the RNG states resumed too
-    args = ["experiment=segmentation", "model.augment=true", "trainer.max_epochs=6", "trainer.deterministic=true",
+    args = ["experiment=segmentation", "model.augment=true", "trainer.max_epochs=4", "trainer.deterministic=true",
             "data.batch_size=4", "~logger"]
     reference = run_ok(cli("voc_dl.train", tmp_path / "reference", synthetic_root, tmp_path / "cache", *args))
 
@@ -63,7 +63,7 @@ def test_run_killed_mid_training_resumes_to_the_uninterrupted_metrics(tmp_path, 
     resumed, log = run_ok([*cmd, "ckpt_path=last"], with_log=True)
     # a deterministic run restarted from scratch would match too: the resume must really start from last.ckpt
     assert f"Restored all states from the checkpoint at {killed / 'checkpoints' / 'last.ckpt'}" in log
-    assert resumed["status"] == "ok" and resumed["epochs"] == reference["epochs"] == 6
+    assert resumed["status"] == "ok" and resumed["epochs"] == reference["epochs"] == 4
     assert resumed["best_epoch"] == reference["best_epoch"]
     # deterministic CPU kernels: the tolerance is zero
     assert resumed["val"] == reference["val"]
@@ -85,7 +85,9 @@ def test_resume_without_rng_states_would_differ(tmp_path, synthetic_root):
     assert resumed["val"] != reference["val"]
 
 
-@pytest.mark.parametrize("experiment", ["segmentation", "autoencoder", "classification"])
+# segmentation by default: its batch-pooled Dice is the metric most easily broken by an unsynced rank
+@pytest.mark.parametrize("experiment", ["segmentation", pytest.param("autoencoder", marks=pytest.mark.slow),
+                                        pytest.param("classification", marks=pytest.mark.slow)])
 def test_ddp_cpu_trains_and_its_metrics_equal_a_single_process_evaluation(tmp_path, synthetic_root, experiment):
     extra = {"autoencoder": ["model.code_size=8192"], "classification": ["data.val_to_train=0"]}.get(experiment, [])
     ddp = run_ok(cli("voc_dl.train", tmp_path / "ddp", synthetic_root, tmp_path / "cache", f"experiment={experiment}",
@@ -164,6 +166,7 @@ def test_slurm_launcher_composes_and_may_run_ddp_inside_each_job(compose_cfg):
     check_no_nested_launch(cfg)  # one process tree per SLURM job: DDP inside it is safe
 
 
+@pytest.mark.slow  # a launcher plugin's sweep: the README's sweep command is the default check of sweeps
 def test_a_sweep_runs_through_submitit(tmp_path, synthetic_root):
     """The SLURM launcher's engine (submitit), run with its local executor: jobs as separate processes."""
     sweep = tmp_path / "sweep"

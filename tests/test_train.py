@@ -117,6 +117,7 @@ def test_early_stopping_stops_on_a_plateau(compose_cfg):
     assert result["epochs"] == 2, "no improvement of at least min_delta after epoch 0: stop after patience=1"
 
 
+@pytest.mark.slow  # the README's sweep command runs the same six jobs by default
 def test_autoencoder_sweep_runs_six_jobs_named_by_overrides(tmp_path, synthetic_root):
     cmd = [sys.executable, "-m", "voc_dl.train", "-m", "experiment=autoencoder",
            "model.code_size=2048,4096,8192", "model.loss=mse,mae", "debug=fast", "data.batch_size=2",
@@ -150,6 +151,7 @@ def adam(params):
     return torch.optim.Adam(params, lr=1e-3)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("loss", ["mse", "mae"])
 def test_autoencoder_steps_lower_the_loss(loss):
     torch.manual_seed(0)
@@ -160,6 +162,7 @@ def test_autoencoder_steps_lower_the_loss(loss):
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("loss", ["bce", "dice", "bce_dice"])
 def test_segmentation_steps_lower_the_loss(loss):
     from voc_dl.models.segmenter import SegNet
@@ -175,6 +178,7 @@ def test_segmentation_steps_lower_the_loss(loss):
     assert losses[-1] < 0.9 * losses[0]
 
 
+@pytest.mark.numerics
 def test_classification_steps_lower_the_loss():
     from voc_dl.models.classifiers import DeepCNN
 
@@ -230,6 +234,7 @@ def test_ddp_inside_a_local_multirun_is_refused(compose_cfg):
     check_no_nested_launch(compose_cfg(["experiment=segmentation", "trainer=ddp_cpu", "hydra.mode=MULTIRUN"]))
 
 
+@pytest.mark.slow  # a launcher plugin's sweep
 def test_parallel_sweep_with_joblib_caps_threads(tmp_path, synthetic_root):
     cmd = [sys.executable, "-m", "voc_dl.train", "-m", "hydra/launcher=local_parallel", "experiment=segmentation",
            "model.loss=bce,dice", "debug=fast", "data.batch_size=2", f"data.root={synthetic_root}",

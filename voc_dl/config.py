@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from voc_dl.data.synthetic import may_write as synthetic_may_write
 from voc_dl.data.voc import VOC_CLASSES, YEARS
 
 TASK_OF_MODEL = {
@@ -82,9 +83,16 @@ def validate(cfg: DictConfig) -> None:
                          ("on_bad_image", ("error", "skip"))):
         if data[key] not in allowed:
             raise _allowed(f"data.{key}", data[key], allowed)
-    if not data.synthetic and not data.download and not Path(data.root).is_dir():
-        raise ConfigError(f"data.root={data.root} does not exist. Fix: point data.root at the folder that "
-                          "holds VOCdevkit/, use dataset=synthetic, or add data.download=true")
+    if data.root is None and not (data.synthetic or {}).get("dir"):
+        raise ConfigError("data.root is not set. Fix: data.root=<folder holding VOCdevkit/>, or dataset=synthetic")
+    if data.root is None and not synthetic_may_write(Path(data.synthetic.dir)):
+        raise ConfigError(f"data.synthetic.dir={data.synthetic.dir} holds files the synthetic generator did not "
+                          f"write, so it will not write there. Fix: to train on a VOC tree in it, set "
+                          f"data.root={data.synthetic.dir}; for synthetic data, choose an empty or new folder")
+    if data.root is not None and not data.download and not Path(data.root).expanduser().is_dir():
+        raise ConfigError(f"data.root={data.root} does not exist (voc-dl reads data roots, it never creates "
+                          "them). Fix: point data.root at the folder that holds VOCdevkit/, or add "
+                          "data.download=true to fetch VOC there")
     if cfg.trainer.max_epochs is not None and cfg.trainer.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs} must be at least 1")
 

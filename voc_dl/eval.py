@@ -23,8 +23,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import voc_dl  # noqa: F401  (registers the config resolvers)
+from voc_dl import cli
 from voc_dl.callbacks import atomic_write_text
-from voc_dl.config import hardware, resolve_precision
+from voc_dl.config import ConfigError, hardware, resolve_precision
 from voc_dl.train import _floats, instantiate
 
 log = logging.getLogger("voc_dl")
@@ -80,6 +81,9 @@ def datamodule_from(data_cfg: dict, **overrides):
 
 def evaluate(cfg: DictConfig) -> dict:
     started = time.time()
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ConfigError("ckpt_path is required. Fix: python -m voc_dl.eval ckpt_path=<run>/checkpoints/best.ckpt "
+                          "(quote a path that holds '=': \"ckpt_path='<path>'\")")
     ckpt = Path(cfg.ckpt_path).expanduser()
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such file. Fix: give a checkpoint such as "
@@ -109,8 +113,13 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval.yaml")
-def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+def app(cfg: DictConfig) -> None:
+    with cli.one_line_errors():
+        evaluate(cfg)
+
+
+def main() -> None:
+    cli.run(app)
 
 
 if __name__ == "__main__":

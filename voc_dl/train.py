@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import voc_dl  # noqa: F401  (registers the config resolvers)
+from voc_dl import cli
 from voc_dl.callbacks import AtomicCheckpointIO, atomic_write_text
 from voc_dl.config import hardware, resolve_precision, validate
 
@@ -51,7 +52,8 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
                 f"hydra.run.dir=<that folder> ckpt_path=last (see README, 'Resume')")
         return str(last)
     if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file")
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file. Fix: give a checkpoint file, or "
+                                "ckpt_path=last to resume this run folder")
     return ckpt_path
 
 
@@ -168,16 +170,21 @@ def train(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
-def main(cfg: DictConfig) -> float | None:
-    try:
-        result = train(cfg)
-    except Exception as e:
-        # In a sweep one failing job must not take the others down: record it and go on.
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.error("job failed (recorded in %s/metrics.json): %s", cfg.paths.run_dir, e)
-            return None
-        raise
+def app(cfg: DictConfig) -> float | None:
+    with cli.one_line_errors():
+        try:
+            result = train(cfg)
+        except Exception as e:
+            # In a sweep one failing job must not take the others down: record it and go on.
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                log.error("job failed (recorded in %s/metrics.json): %s", cfg.paths.run_dir, e)
+                return None
+            raise
     return result["val"].get("val/loss")
+
+
+def main() -> None:
+    cli.run(app)
 
 
 if __name__ == "__main__":

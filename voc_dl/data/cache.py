@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
+def default_dir() -> Path:
+    """Where caches go when no data.cache_dir is given: the user's cache folder, never the data root."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "voc_dl"
+
+
 def fingerprint(paths: Sequence[Path]) -> str:
     """Cheap identity of the source files: their names, sizes and mtimes (missing files count too)."""
     h = hashlib.blake2b(digest_size=16)

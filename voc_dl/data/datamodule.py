@@ -93,7 +93,7 @@ class VOCDataModule(pl.LightningDataModule):
     def __init__(
         self,
         task: str = "reconstruction",
-        root: str = "data/synthetic",
+        root: str | None = None,
         year: str | int = 2009,
         classes: tuple[str, ...] | list[str] = ("cat", "motorbike", "bottle"),
         image_size: int = 128,
@@ -125,16 +125,28 @@ class VOCDataModule(pl.LightningDataModule):
             raise VOCDataError(f"data.void={void!r}; allowed: ignore, background")
         if image_size < 8:
             raise VOCDataError(f"data.image_size={image_size}; it must be at least 8 pixels")
+        # data.root names the user's tree, which voc-dl only reads; without it, data.synthetic generates one
+        # in a folder of voc-dl's own. A root wins over data.synthetic, so `data.root=...` alone switches data.
+        if root:
+            self.generate = False
+            if synthetic:
+                log.info("data.root=%s is set: training on that tree (data.synthetic only fills voc-dl's own "
+                         "folder when data.root is null)", root)
+        elif synthetic and synthetic.get("dir"):
+            root, self.generate = synthetic["dir"], True
+        else:
+            raise VOCDataError("data.root is not set. Fix: data.root=<folder holding VOCdevkit/>, or "
+                               "dataset=synthetic for the embedded data")
         # `..` is taken out by name: a root recorded through a checkout that has since gone
         # (`<old checkout>/../shared/voc` in a run's config) still finds the tree for eval and the report.
-        self.task, self.root, self.year = task, Path(os.path.normpath(root)), str(year)
+        self.task, self.root, self.year = task, Path(os.path.normpath(os.path.expanduser(root))), str(year)
         self.classes = check_classes(classes) if task != "segmentation" else list(classes)
         self.image_size, self.color = int(image_size), color
         self.train_split, self.val_split = train_split, val_split
         self.difficult_as_positive, self.void, self.val_to_train = difficult_as_positive, void, val_to_train
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.download, self.synthetic, self.on_bad_image = download, synthetic, on_bad_image
-        self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".voc_dl_cache"
+        self.cache_dir = Path(cache_dir) if cache_dir else cache.default_dir()
         self.seed = seed
         if pseudo_label_ckpt and task != "segmentation":
             raise VOCDataError(f"data.pseudo_label_ckpt is for task=segmentation, not {task}. Fix: unset it")
@@ -149,10 +161,13 @@ class VOCDataModule(pl.LightningDataModule):
     # -- preparing the tree and the caches ---------------------------------------------------------
     def prepare_data(self) -> None:
         """Runs once per node: generate/download the tree and build the caches that later runs share."""
-        if self.synthetic:
-            make_synthetic_voc(self.root, self.year, **dict(self.synthetic))
+        if self.generate:
+            make_synthetic_voc(self.root, self.year, **{k: v for k, v in self.synthetic.items() if k != "dir"})
         elif self.download and not (self.root / "VOCdevkit" / f"VOC{self.year}" / "JPEGImages").is_dir():
             download_voc(self.root, self.year)
+        elif not self.root.is_dir():
+            raise VOCDataError(f"data.root={self.root} does not exist. Fix: point data.root at the folder that "
+                               "holds VOCdevkit/, or add data.download=true to fetch VOC there")
         for split in (self.train_split, self.val_split):
             self._entry(split)
         if self.pseudo_label_ckpt:
@@ -263,7 +278,7 @@ class VOCDataModule(pl.LightningDataModule):
 
     def _describe(self, train, val, tr_targets, va_targets, moved: int) -> dict:
         info = {
-            "task": self.task, "root": str(self.root), "year": self.year,
+            "task": self.task, "root": str(self.root), "year": self.year, "synthetic": self.generate,
             "train_images": len(self.train_set), "val_images": len(self.val_set),
             "moved_val_to_train": moved,
             "skipped": [s["id"] for s in train.skipped + val.skipped],

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from voc_dl.data.voc import VOC_CLASSES, VOID, voc_dir
+from voc_dl.data.voc import VOC_CLASSES, VOID, VOCDataError, voc_dir
 
 # Shapes for these classes; the others get a generic blob in a class-specific colour.
 DRAWN = ("cat", "motorbike", "bottle", "dog", "person", "car", "bird")
@@ -120,25 +120,47 @@ def _make_image(rng: np.random.Generator, classes: list[str]):
     return img, mask, flags
 
 
+def may_write(root: Path) -> bool:
+    """True when voc-dl may write in `root`: missing, empty, or made by this generator (its markers)."""
+    if not root.exists():
+        return True
+    if not root.is_dir():
+        return False
+    entries = [p for p in root.iterdir() if not p.name.startswith(".synthetic-")]
+    if not entries or (root / MARKER).is_file():
+        return True
+    # trees generated before the folder-level marker: only VOCdevkit/, every VOC<year> in it marked
+    devkit = root / "VOCdevkit"
+    return ([p.name for p in entries] == ["VOCdevkit"] and devkit.is_dir()
+            and all((d / MARKER).is_file() for d in devkit.iterdir() if not d.name.startswith(".")))
+
+
 def make_synthetic_voc(root: str | os.PathLike, year: str = "2009", n_images: int = 320, seed: int = 0) -> Path:
     """Write (once) a synthetic VOCdevkit tree under `root`; returns the VOC<year> folder.
 
-    The tree is built in a temporary folder and renamed into place, so a killed generation leaves
-    nothing half-written; an existing tree with the same parameters is reused.
+    `root` must be missing, empty or a folder this generator made: anything else may be someone's
+    data and is refused, never overwritten. The tree is built in a temporary folder and renamed into
+    place, so a killed generation leaves nothing half-written; a tree with the same parameters is reused.
     """
     root = Path(root)
     target = voc_dir(root, year)
+    if not may_write(root) or (target.exists() and not (target / MARKER).is_file()):
+        raise VOCDataError(
+            f"{root} holds files the synthetic generator did not write, so it will not write there. Fix: to "
+            f"train on a VOC tree in it, set data.root={root}; for synthetic data, choose an empty or new "
+            "folder (data.synthetic.dir=...)")
     params = {"year": str(year), "n_images": n_images, "seed": seed, "version": 1}
     marker = target / MARKER
     if marker.exists() and json.loads(marker.read_text()) == params:
         return target
-    if target.exists():
-        shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text(json.dumps({"written_by": "voc-dl's synthetic generator"}))
     tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=target.parent))
     try:
         _write_tree(tmp, str(year), n_images, seed)
         (tmp / MARKER).write_text(json.dumps(params))
+        if target.exists():  # an older generation with other parameters (marked: ours to replace)
+            shutil.rmtree(target)
         os.rename(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

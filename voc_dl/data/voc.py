@@ -178,20 +178,43 @@ def load_mask(path: Path, size: int, image_path: Path | None, void: str) -> np.n
 
 
 def download_voc(root: str | os.PathLike, year: str = "2009") -> Path:
-    """Fetch and MD5-verify the official VOC trainval tar into `root` (torchvision knows URL and MD5)."""
-    from torchvision.datasets.utils import download_and_extract_archive
+    """Fetch and MD5-verify the official VOC trainval tar, then add its VOC<year> folder to `root`.
+
+    The archive goes to `<root>/.voc_dl_download/` (kept for a re-extraction) and is extracted into a
+    temporary folder beside the target, then renamed into place: an interrupted download or extraction
+    leaves no half-written tree, and nothing already in `root` is replaced.
+    """
+    import shutil
+    import tempfile
+
+    from torchvision.datasets.utils import download_url, extract_archive
     from torchvision.datasets.voc import DATASET_YEAR_DICT
 
     year = str(year)
     if year not in DATASET_YEAR_DICT:
         raise VOCDataError(f"data.year={year!r} cannot be downloaded; allowed: {', '.join(DATASET_YEAR_DICT)}")
     info = DATASET_YEAR_DICT[year]
-    Path(root).mkdir(parents=True, exist_ok=True)
+    target = voc_dir(root, year)
+    if target.exists():
+        raise VOCDataError(f"{target} exists but is not a complete VOC tree (no JPEGImages/); voc-dl will not "
+                           "replace it. Fix: move it away, or set data.download=false and repair it")
+    archive_dir = Path(root).expanduser() / ".voc_dl_download"
     try:
-        download_and_extract_archive(info["url"], str(root), filename=info["filename"], md5=info["md5"])
+        download_url(info["url"], str(archive_dir), filename=info["filename"], md5=info["md5"])
     except Exception as e:  # network or checksum failure: say what to do instead
         raise VOCDataError(
             f"download of VOC{year} from {info['url']} failed: {e}. Fix: check the network, or download "
             f"{info['filename']} by hand, extract it under {root} and set data.download=false"
         ) from e
-    return voc_dir(root, year)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".VOC{year}-extract-", dir=target.parent))
+    try:
+        extract_archive(str(archive_dir / info["filename"]), str(tmp))
+        extracted = tmp / "VOCdevkit" / f"VOC{year}"
+        if not (extracted / "JPEGImages").is_dir():
+            raise VOCDataError(f"{archive_dir / info['filename']} holds no VOCdevkit/VOC{year}/JPEGImages. "
+                               f"Fix: delete it and download again")
+        os.rename(extracted, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -155,7 +155,7 @@ def report(runs: list[Run], out: Path) -> dict:
                                                     f"Figure 2: 2048-code autoencoder ({fig2[0].name})"))
         best_of = {}
         # an interrupted run's best checkpoint so far stands in for a code size that has no finished run
-        shown = ok + [r for r in runs if r.status == "interrupted" and r.metrics.get("best_ckpt")]
+        shown = [r for r in runs if r.metrics.get("best_ckpt") and (r.ok or r.status == "interrupted")]
         for r in sorted(shown, key=lambda r: (r.task != "autoencoder", not r.ok, r.model_cfg.get("loss") != "mse")):
             best_of.setdefault(r.model_cfg.get("code_size"), r)
         trio = [best_of[c] for c in sorted(best_of)]

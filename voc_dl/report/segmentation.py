@@ -210,7 +210,8 @@ def report(runs: list[Run], out: Path) -> dict:
                                                 "Figure 6: training and validation loss", out / "figure6.png"))
         written["figures"].append(figure_curves(shown, ("train/dice", "val/dice"), "Dice (pooled)",
                                                 "Figure 7: training and validation Dice", out / "figure7.png"))
-        fig8 = figure_predictions(shown, data_cfg, out / "figure8.png")
+        # a fast_dev_run run writes no checkpoint: nothing to predict with
+        fig8 = figure_predictions([r for r in shown if r.metrics.get("best_ckpt")], data_cfg, out / "figure8.png")
         if fig8:
             written["figures"].append(fig8)
     written["table"] = write_table(out, "table3", "Table 3: binary segmentation (validation)", rows, notes)

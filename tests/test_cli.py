@@ -1,0 +1,81 @@
+"""The command line as users type it: Lightning Trainer arguments, quoting, one-line errors, the demo's ARGS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from voc_dl.cli import prepare_overrides
+from voc_dl.demo import merged
+
+
+def test_any_trainer_argument_is_an_override_and_listed_ones_stay_plain():
+    out = prepare_overrides(["-m", "experiment=segmentation", "trainer.fast_dev_run=true",
+                             "trainer.limit_train_batches=10", "trainer.max_epochs=3", "trainer=ddp_cpu",
+                             "+trainer.profiler=simple"])
+    assert out == ["-m", "experiment=segmentation", "++trainer.fast_dev_run=true",
+                   "++trainer.limit_train_batches=10", "trainer.max_epochs=3", "trainer=ddp_cpu",
+                   "+trainer.profiler=simple"]
+
+
+def usage_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        prepare_overrides(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+def test_a_name_the_trainer_does_not_take_is_refused_with_the_nearest_names(capsys):
+    err = usage_error(["trainer.limit_train_batch=10"], capsys)
+    assert err.startswith("voc-dl: error: trainer.limit_train_batch is not an argument of Lightning's Trainer; "
+                          "did you mean trainer.limit_train_batches")
+
+
+def test_an_unquoted_path_with_equals_signs_gets_its_quoted_form(capsys):
+    path = "outputs/multiruns/autoencoder/2026-01-01_00-00-00/model.code_size=8192,model.loss=mse/best.ckpt"
+    err = usage_error([f"ckpt_path={path}"], capsys)
+    assert f"""Quote it: "ckpt_path='{path}'\"""" in err
+    assert prepare_overrides([f"ckpt_path='{path}'"]) == [f"ckpt_path='{path}'"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["voc_dl.train", "model.code_size=1000"],
+     "voc-dl: error: model.code_size=1000 is not allowed; allowed: 2048, 4096, 8192"),
+    (["voc_dl.eval"], "voc-dl: error: ckpt_path is required. Fix: python -m voc_dl.eval "
+                      "ckpt_path=<run>/checkpoints/best.ckpt (quote a path that holds '=': \"ckpt_path='<path>'\")"),
+])
+def test_errors_are_one_line_without_a_traceback(argv, message, tmp_path):
+    out = subprocess.run([sys.executable, "-m", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.startswith(message) and out.stderr.count("\n") == 1, out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_hydra_full_error_keeps_the_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "voc_dl.train", "model.code_size=1000"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    assert out.returncode != 0 and "Traceback" in out.stderr and "model.code_size=1000" in out.stderr
+
+
+def test_demo_args_reach_every_run_and_win_over_the_demos_own():
+    own = ["-m", "experiment=autoencoder", "trainer.max_epochs=2", "debug=demo", "hydra.sweep.dir=x"]
+    assert merged(own, ["debug=fast", "data.root=/v"]) == ["-m", "experiment=autoencoder", "trainer.max_epochs=2",
+                                                            "hydra.sweep.dir=x", "debug=fast", "data.root=/v"]
+    assert merged(own, ["++trainer.max_epochs=1"])[2:] == ["debug=demo", "hydra.sweep.dir=x",
+                                                           "++trainer.max_epochs=1"]
+
+
+def test_make_demo_passes_args_and_tensorboard_binds_this_machine():
+    demo = subprocess.run(["make", "-n", "demo", "ARGS=trainer.max_epochs=1"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert "-m voc_dl.demo trainer.max_epochs=1" in demo.stdout
+    tb = subprocess.run(["make", "-n", "tensorboard", "PORT=7007"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=60)
+    assert "--host 127.0.0.1 --port 7007" in tb.stdout and "bind_all" not in tb.stdout

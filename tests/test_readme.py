@@ -1,0 +1,114 @@
+"""Every command in the README's code blocks runs as written, so the docs cannot rot.
+
+Commands run in order, in a fresh folder laid out like a checkout (`.venv`, and `../shared` where it
+exists), with tiny-run overrides appended to training commands; `<placeholder>` path parts resolve to
+the newest match of what earlier commands wrote. `make` commands run as `make -n` (they are long).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SHARED_VOC
+
+# Appended to a training command unless it sets the key itself: one short epoch of small batches.
+TINY = ("debug=tiny", "trainer.max_epochs=1", "data.batch_size=2")
+ENTRY = re.compile(r"^(\S*python\S*\s+-m\s+voc_dl\b|\S*voc-dl-[a-z]+\b|make\b)")
+
+
+def readme_commands(text: str) -> list[str]:
+    """voc-dl and make commands of the README's fenced code blocks, comments and continuations removed."""
+    commands = []
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.S | re.M):
+        for line in block.replace("\\\n", " ").splitlines():
+            if ENTRY.match(line.strip()):
+                commands.append(shlex.join(shlex.split(line, comments=True)))
+    return commands
+
+
+COMMANDS = readme_commands((ROOT / "README.md").read_text())
+
+
+def test_the_readme_has_commands_of_every_kind():
+    kinds = {c.split()[0].rsplit("/", 1)[-1] + (" -m " + c.split()[2] if " -m " in c else "") for c in COMMANDS}
+    assert {"make", "python -m voc_dl.train", "python -m voc_dl.eval"} <= kinds, kinds
+    assert any(" -m voc_dl.train -m " in c for c in COMMANDS), "a sweep"
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    """A folder laid out like the user's checkout, without the outputs and data of this one."""
+    base = tmp_path
+    work = base / "voc-dl"
+    work.mkdir()
+    venv = ROOT / ".venv" if (ROOT / ".venv").is_dir() else Path(sys.prefix)
+    (work / ".venv").symlink_to(venv)
+    if SHARED_VOC.is_dir():
+        (base / "shared").symlink_to(SHARED_VOC.parent)
+    return work
+
+
+def resolve_placeholders(words: list[str], work: Path) -> list[str]:
+    out = []
+    for w in words:
+        m = re.search(r"(['\"]?)([^'\"=]*<[^>]+>[^'\"]*)\1$", w)
+        if m:
+            # a sweep folder named by overrides also names the tiny-run ones appended here: match a prefix
+            pattern = "/".join(f"*{part}" if "=" in part else part
+                               for part in re.sub(r"<[^>]+>", "*", m.group(2)).split("/"))
+            found = sorted(work.glob(pattern), key=lambda p: p.stat().st_mtime)
+            assert found, f"{w}: no earlier README command wrote {pattern}"
+            w = w[: m.start(2)] + str(found[-1].relative_to(work)) + w[m.end(2):]
+        out.append(w)
+    return out
+
+
+def with_tiny_overrides(words: list[str]) -> list[str]:
+    if not any(w in ("voc_dl.train", "voc-dl-train") or w.endswith("/voc-dl-train") for w in words):
+        return words
+    keys = {w.split("=", 1)[0].lstrip("+~") for w in words if "=" in w}
+    return words + [o for o in TINY if o.split("=", 1)[0] not in keys]
+
+
+def run_records(work: Path) -> dict[Path, dict]:
+    return {p: json.loads(p.read_text()) for p in (work / "outputs").rglob("metrics.json")}
+
+
+def test_readme_commands_run_as_written(checkout, subtests):
+    # one test, in order: later commands read what earlier ones wrote (and test workers must not split them)
+    for command in COMMANDS:
+        with subtests.test(command=command):
+            run_readme_command(command, checkout)
+
+
+def run_readme_command(command: str, checkout: Path) -> None:
+    words = shlex.split(command)
+    if "shared_voc" in command and not SHARED_VOC.is_dir():
+        pytest.skip(f"needs {SHARED_VOC}")
+    env = {**os.environ, "PATH": f"{checkout / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    if words[0] == "make":
+        out = subprocess.run(["make", "-n", *words[1:]], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, f"{command}\n{out.stderr[-2000:]}"
+        return
+    words = resolve_placeholders(words, checkout)
+    if "--cfg" not in words:  # Hydra takes no overrides after --cfg's value
+        words = with_tiny_overrides(words)
+    before = run_records(checkout)
+    out = subprocess.run(words, cwd=checkout, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, f"{shlex.join(words)}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+    if "--cfg" in words or "voc_dl.report" in words:
+        return
+    new = {p: m for p, m in run_records(checkout).items() if p not in before}
+    assert new, f"{command}: wrote no metrics.json under outputs/"
+    assert all(m["status"] == "ok" for m in new.values()), {str(p): m.get("error") for p, m in new.items()}
+    if "voc_dl.train" in words and words.count("-m") == 2:  # a sweep lands in Hydra's sweep folder
+        assert all(p.relative_to(checkout).parts[:2] == ("outputs", "multiruns") for p in new), list(new)
