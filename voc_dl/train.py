@@ -26,6 +26,7 @@ import voc_dl  # noqa: F401  (registers the config resolvers)
 from voc_dl import cli
 from voc_dl.callbacks import AtomicCheckpointIO, atomic_write_text
 from voc_dl.config import hardware, resolve_precision, validate
+from voc_dl.hparams import log_final, run_hparams
 
 log = logging.getLogger("voc_dl")
 
@@ -149,9 +150,9 @@ def train(cfg: DictConfig) -> dict:
             status="ok", epochs=epochs, best_epoch=best_epoch, best_ckpt=best,
             val=_floats(val), last=last, data=datamodule.info, wall_time_s=round(time.time() - started, 1),
         )
-        for logger in trainer.loggers:  # the HParams tab compares sweep jobs by their final metrics
-            logger.log_hyperparams({o.split("=", 1)[0]: o.split("=", 1)[1] for o in result["overrides"] if "=" in o}
-                                   | {"task": cfg.task_name}, {f"final/{k}": v for k, v in result["val"].items()})
+        # the HParams tab compares runs, of one sweep or of every section, by their final metrics
+        log_final(trainer.loggers, run_hparams(cfg, result["model"], result["overrides"]),
+                  {f"final/{k}": v for k, v in result["val"].items()}, trainer.global_step, started)
         atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
         key = model.key_metric
         log.info("done: %s=%.4f (best epoch %s of %s) | checkpoint %s | run folder %s", key,
