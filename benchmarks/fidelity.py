@@ -40,7 +40,7 @@ SECTIONS = {  # experiment -> extra overrides
 }
 # experiment -> (epochs, train batches per epoch, validation batches); None = the whole split.
 LENGTH = {
-    "autoencoder": (8, 12, 4),  # leaves its "mean image" plateau around epoch 4 (README, Fidelity)
+    "autoencoder": (8, 12, 4),  # leaves its "mean image" plateau around epoch 4 (docs/performance.md, Fidelity)
     "autoencoder_improved": (3, 12, 4),
     "classification": (10, None, None),  # thresholded metrics need a trained net and the whole val split
     "segmentation": (3, 12, 4),

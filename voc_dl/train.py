@@ -50,7 +50,7 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
         if not last.is_file():
             raise FileNotFoundError(
                 f"ckpt_path=last: no {last}. Fix: resume in the interrupted run's folder with "
-                f"hydra.run.dir=<that folder> ckpt_path=last (see README, 'Resume')")
+                f"hydra.run.dir=<that folder> ckpt_path=last (see docs/reliability.md, 'Resume')")
         return str(last)
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file. Fix: give a checkpoint file, or "
