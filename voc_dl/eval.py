@@ -97,8 +97,10 @@ def evaluate(cfg: DictConfig) -> dict:
         data_cfg.val_split = cfg.split
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(data_cfg)
-    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_model_summary=False,
-                         precision=resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator))
+    # the trainer config as given (trainer.limit_val_batches=... works as in training), on one process
+    trainer = instantiate(cfg.trainer, devices=1, num_nodes=1, strategy="auto", logger=False, callbacks=[],
+                          enable_model_summary=False,
+                          precision=resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator))
     val = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     result = {"status": "ok", "task_name": "eval", "ckpt_path": str(ckpt.resolve()),
               "model_overrides": model_overrides,
@@ -107,7 +109,7 @@ def evaluate(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
-    log.info("eval %s on %s/%s: %s | %s", ckpt, data_cfg.root, cfg.split,
+    log.info("eval %s on %s/%s: %s | %s", ckpt, datamodule.info["root"], cfg.split,
              ", ".join(f"{k}={v:.4f}" for k, v in result["val"].items()), run_dir)
     return result
 
