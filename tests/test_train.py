@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -115,6 +117,26 @@ def test_early_stopping_stops_on_a_plateau(compose_cfg):
                        "+trainer.limit_val_batches=1", *SMALL])
     result = train(cfg)
     assert result["epochs"] == 2, "no improvement of at least min_delta after epoch 0: stop after patience=1"
+
+
+@pytest.mark.parametrize("experiment, metric, mode", [("segmentation", "val/dice", "max"),
+                                                      ("autoencoder", "val/loss", "min")])
+def test_one_monitor_picks_the_checkpoint_steers_the_task_and_is_what_the_app_returns(
+        compose_cfg, experiment, metric, mode):
+    from voc_dl.train import app, build
+
+    cfg = compose_cfg([f"experiment={experiment}", "debug=tiny", "trainer.max_epochs=2", "data.batch_size=2",
+                       "~logger"])
+    assert dict(cfg.monitor) == {"metric": metric, "mode": mode}
+    _, task, trainer = build(cfg)
+    ckpt = next(c for c in trainer.checkpoint_callbacks if c.monitor)
+    assert (ckpt.monitor, ckpt.mode) == (metric, mode) and task.monitor == {"metric": metric, "mode": mode}
+    returned = app(cfg)  # what a Hydra sweeper receives
+    metrics = json.loads((Path(cfg.paths.run_dir) / "metrics.json").read_text())
+    assert returned == metrics["val"][metric] and metrics["monitor"] == {"metric": metric, "mode": mode}
+    history = [float(r[metric]) for r in csv.DictReader((Path(cfg.paths.run_dir) / "history.csv").open())]
+    best = max(history) if mode == "max" else min(history)
+    assert metrics["best_epoch"] == history.index(best)
 
 
 @pytest.mark.slow  # the README's sweep command runs the same six jobs by default

@@ -15,6 +15,11 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.seed import _collect_rng_states, _set_rng_states
 
 
+def scalar_metrics(metrics: dict) -> dict:
+    """The `<stage>/<name>` scalars of a Lightning metrics dict, as plain floats (for metrics.json)."""
+    return {k: float(v) for k, v in sorted(metrics.items()) if "/" in k and (not torch.is_tensor(v) or v.numel() == 1)}
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, rename: readers see the old file or the new one."""
     path = Path(path)

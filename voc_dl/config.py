@@ -11,7 +11,9 @@ import os
 import platform
 from pathlib import Path
 
+import hydra
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from voc_dl.data.synthetic import may_write as synthetic_may_write
@@ -95,6 +97,14 @@ def validate(cfg: DictConfig) -> None:
                           "data.download=true to fetch VOC there")
     if cfg.trainer.max_epochs is not None and cfg.trainer.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs} must be at least 1")
+
+
+def instantiate(config, **kwargs):
+    """hydra.utils.instantiate, raising the underlying error so its message reaches the user first."""
+    try:
+        return hydra.utils.instantiate(config, **kwargs)
+    except InstantiationException as e:
+        raise (e.__cause__ or e) from None
 
 
 @functools.cache  # fixed for the process; precision and conv-route choices both ask

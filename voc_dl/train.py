@@ -17,22 +17,17 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import voc_dl  # noqa: F401  (registers the config resolvers)
 from voc_dl import cli
-from voc_dl.callbacks import AtomicCheckpointIO, atomic_write_text
-from voc_dl.config import hardware, resolve_precision, validate
+from voc_dl.callbacks import AtomicCheckpointIO, atomic_write_text, scalar_metrics
+from voc_dl.config import hardware, instantiate, resolve_precision, validate
 from voc_dl.hparams import log_final, run_hparams
 
 log = logging.getLogger("voc_dl")
-
-
-def _floats(metrics: dict) -> dict:
-    return {k: float(v) for k, v in sorted(metrics.items()) if "/" in k and (not torch.is_tensor(v) or v.numel() == 1)}
 
 
 def _overrides() -> list[str]:
@@ -56,14 +51,6 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such file. Fix: give a checkpoint file, or "
                                 "ckpt_path=last to resume this run folder")
     return ckpt_path
-
-
-def instantiate(config, **kwargs):
-    """hydra.utils.instantiate, raising the underlying error so its message reaches the user first."""
-    try:
-        return hydra.utils.instantiate(config, **kwargs)
-    except InstantiationException as e:
-        raise (e.__cause__ or e) from None
 
 
 def thread_cap(cfg: DictConfig) -> int | None:
@@ -106,7 +93,7 @@ def build(cfg: DictConfig):
     pl.seed_everything(cfg.seed, workers=True)
     precision = resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator)
     datamodule = instantiate(cfg.data)
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True) | {"monitor": OmegaConf.to_container(cfg.monitor)}
     if cfg.fp32:
         model_cfg["channels_last"] = False
     model = instantiate(model_cfg, _convert_="all")
@@ -124,6 +111,7 @@ def train(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     result = {"status": "running", "task_name": cfg.task_name, "overrides": _overrides(), "seed": cfg.seed,
+              "monitor": OmegaConf.to_container(cfg.monitor),
               "run_dir": str(run_dir), "hardware": hardware()}
     atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
     try:
@@ -136,7 +124,7 @@ def train(cfg: DictConfig) -> dict:
         result.update(model=type(model.net).__name__, trainable_params=n_params, config=model.run_config,
                       precision=str(trainer.precision), max_epochs=cfg.trainer.max_epochs)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        last = _floats(trainer.callback_metrics)
+        last = scalar_metrics(trainer.callback_metrics)
         monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
         best = monitored[0].best_model_path if monitored and monitored[0].best_model_path else None
         val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
@@ -148,13 +136,13 @@ def train(cfg: DictConfig) -> dict:
             datamodule.setup("fit")
         result.update(
             status="ok", epochs=epochs, best_epoch=best_epoch, best_ckpt=best,
-            val=_floats(val), last=last, data=datamodule.info, wall_time_s=round(time.time() - started, 1),
+            val=scalar_metrics(val), last=last, data=datamodule.info, wall_time_s=round(time.time() - started, 1),
         )
         # the HParams tab compares runs, of one sweep or of every section, by their final metrics
         log_final(trainer.loggers, run_hparams(cfg, result["model"], result["overrides"]),
                   {f"final/{k}": v for k, v in result["val"].items()}, trainer.global_step, started)
         atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
-        key = model.key_metric
+        key = cfg.monitor.metric
         log.info("done: %s=%.4f (best epoch %s of %s) | checkpoint %s | run folder %s", key,
                  result["val"].get(key, float("nan")), best_epoch, result["epochs"], best, run_dir)
         return result
@@ -181,7 +169,7 @@ def app(cfg: DictConfig) -> float | None:
                 log.error("job failed (recorded in %s/metrics.json): %s", cfg.paths.run_dir, e)
                 return None
             raise
-    return result["val"].get("val/loss")
+    return result["val"].get(cfg.monitor.metric)  # what a sweeper optimises, in the direction of monitor.mode
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ def load_teacher(ckpt_path: str | Path, image_size: int):
     The teacher may read another colour than the student (an RGB net labelling for the study's grayscale
     one): the masks are the same either way. It must segment images of the student's size.
     """
-    from voc_dl.eval import load_task  # lazy: eval imports the training stack
+    from voc_dl.checkpoints import load_task  # lazy: it imports the tasks, which import this package
 
     path = Path(ckpt_path).expanduser()
     if not path.is_file():

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from voc_dl.eval import datamodule_from, load_task
+from voc_dl.checkpoints import datamodule_from, load_task
 from voc_dl.models.pca import PCA
 from voc_dl.report.common import no_ticks, save_figure, to_hwc, write_table
 from voc_dl.report.runs import Run

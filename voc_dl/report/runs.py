@@ -101,14 +101,10 @@ def best_so_far(path: Path, metrics: dict, history: list[dict]) -> dict:
     They are the metrics of its checkpoints/best.ckpt (saved on the same monitor), so an interrupted
     run still reports what it reached; its status says where the numbers come from.
     """
-    import hydra.utils
-
-    target = ((metrics.get("config") or {}).get("model") or {}).get("_target_")
-    try:
-        task = hydra.utils.get_class(target)
-        monitor, mode = task.monitor, task.monitor_mode
-    except Exception:  # no model config: leave the row empty rather than guess the monitor
+    watched = metrics.get("monitor") or saved_monitor(path)
+    if not watched:  # no record of the monitor: leave the row empty rather than guess it
         return metrics
+    monitor, mode = watched["metric"], watched["mode"]
     scored = [r for r in history if r.get(monitor) not in (None, "")]
     if not scored:
         return metrics
@@ -121,6 +117,20 @@ def best_so_far(path: Path, metrics: dict, history: list[dict]) -> dict:
             "error": f"val at best epoch {best['epoch']} of {len(history)} (history.csv); {metrics.get('error', '')}"}
 
 
+def saved_monitor(path: Path) -> dict | None:
+    """The run's monitor from .hydra/config.yaml (runs whose metrics.json lacks `monitor`)."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
+        if "monitor" in cfg:
+            return OmegaConf.to_container(cfg.monitor)
+        ckpt = cfg.callbacks.model_checkpoint  # runs from before the top-level `monitor`
+        return {"metric": str(ckpt.monitor), "mode": str(ckpt.mode)}
+    except Exception:  # no readable config: the caller leaves the row as it is
+        return None
+
+
 def saved_config(path: Path) -> dict | None:
     """Model and data config from the run's .hydra files (for runs whose metrics.json lacks them)."""
     from omegaconf import OmegaConf
@@ -130,7 +140,8 @@ def saved_config(path: Path) -> dict | None:
     try:
         hydra_cfg = OmegaConf.load(path / ".hydra" / "hydra.yaml").hydra
         text = (path / ".hydra" / "config.yaml").read_text()
-        text = text.replace("${hydra:runtime.cwd}", str(hydra_cfg.runtime.cwd))
+        text = text.replace("${hydra:runtime.cwd}", str(hydra_cfg.runtime.cwd)).replace("${cwd:}",
+                                                                                      str(hydra_cfg.runtime.cwd))
         text = text.replace("${hydra:runtime.output_dir}", str(path))
         cfg = OmegaConf.create(text)
         return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data")}

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from voc_dl.eval import datamodule_from, load_task
+from voc_dl.checkpoints import datamodule_from, load_task
 from voc_dl.report.common import no_ticks, save_figure, to_hwc, write_table
 from voc_dl.report.runs import Run
 from voc_dl.report.study import TABLE3

@@ -14,9 +14,6 @@ from voc_dl.models.fast_conv import helps_on_this_cpu, nchw_weight_grad
 
 
 class VOCTask(pl.LightningModule):
-    #: the metric checkpoints and early stopping follow, and the one-line summary reports
-    monitor, monitor_mode, key_metric = "val/loss", "min", "val/loss"
-
     def __init__(
         self,
         optimizer: Callable[..., torch.optim.Optimizer],
@@ -25,8 +22,11 @@ class VOCTask(pl.LightningModule):
         image_log_every_n_epochs: int = 5,
         compile: bool = False,
         nchw_weight_grad: bool = False,
+        monitor: dict | None = None,
     ):
         super().__init__()
+        # the run's `monitor` (conf/train.yaml); voc_dl.train passes it, so a checkpoint holds it too
+        self.monitor = dict(monitor or {"metric": "val/loss", "mode": "min"})
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.channels_last = channels_last
         self.image_log_every_n_epochs = image_log_every_n_epochs
@@ -85,7 +85,7 @@ class VOCTask(pl.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch",
-                                                         "monitor": self.monitor}}
+                                                         "monitor": self.monitor["metric"]}}
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -42,8 +42,6 @@ def augmentation(size: int) -> nn.Module:
 
 
 class ClassificationTask(VOCTask):
-    monitor, key_metric = "val/loss", "val/map"
-
     def __init__(self, net: nn.Module, num_classes: int, encoder_ckpt: str | None = None,
                  augment: bool = False, l2: float = 0.0, l2_blocks: tuple[int, ...] = (),
                  early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0, **kwargs):
@@ -68,7 +66,8 @@ class ClassificationTask(VOCTask):
     def configure_callbacks(self):
         if not self.early_stopping_patience:
             return []
-        return [EarlyStopping(monitor="val/loss", mode="min", patience=self.early_stopping_patience,
+        return [EarlyStopping(monitor=self.monitor["metric"], mode=self.monitor["mode"],
+                              patience=self.early_stopping_patience,
                               min_delta=self.early_stopping_min_delta)]
 
     def param_groups(self):

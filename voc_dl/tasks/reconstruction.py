@@ -16,8 +16,6 @@ LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
 
 
 class ReconstructionTask(VOCTask):
-    monitor, key_metric = "val/loss", "val/mse"
-
     def __init__(self, code_size: int = 8192, loss: str = "mse", norm: bool = False, **kwargs):
         if loss not in LOSSES:
             raise ValueError(f"model.loss={loss!r}; allowed: {', '.join(LOSSES)}")

@@ -60,8 +60,6 @@ def segmentation_metrics(prefix: str) -> MetricCollection:
 
 
 class SegmentationTask(VOCTask):
-    monitor, monitor_mode, key_metric = "val/dice", "max", "val/dice"
-
     def __init__(self, net: nn.Module, loss: str = "dice", bce_weight: float = 0.5, augment: bool = False,
                  max_zoom: float = 1.0, tta: bool = False, **kwargs):
         if loss not in LOSSES:
