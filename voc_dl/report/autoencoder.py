@@ -11,11 +11,19 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from voc_dl.eval import datamodule_from, load_task
 from voc_dl.models.pca import PCA
-from voc_dl.report.common import no_ticks, save_figure, to_hwc, write_table
+from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
 from voc_dl.report.runs import Run
 from voc_dl.report.study import TABLE1
 
 TASKS = ("autoencoder", "autoencoder_improved")
+FIGURES = {  # file -> caption
+    "figure2.png": "Figure 2: training (solid) and validation (dashed) loss per epoch of the 2048-code autoencoder, "
+                   "on a log scale.",
+    "figure3.png": "Figure 3: one validation image per class (left) and its reconstruction by each autoencoder's "
+                   "best checkpoint, one column per code size.",
+    "figure_pca.png": "PCA figure: validation MSE of PCA fitted on the training images, against its number of "
+                      "components k (black), with each MSE-trained autoencoder's validation MSE as a dashed line.",
+}
 
 
 def _images(dataset) -> torch.Tensor:
@@ -71,13 +79,16 @@ def pca_equivalent(ae_mse: float, curve) -> str:
 def figure_pca(curve, ae: list[dict], n_train: int, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4))
     ax.plot(*curve, "k.-", label=f"PCA (fit on {n_train} train images)")
-    for row in ae:
-        if row["status"] == "ok" and row["loss"] == "mse":
-            ax.axhline(row["val MSE"], ls="--", lw=1, color=plt.cm.viridis(np.log2(row["code size"]) / 14),
-                       label=f"{row['experiment']} {row['code size']} codes: {row['val MSE']:.4f}")
+    lines = [row for row in ae if row["status"] == "ok" and row["loss"] == "mse"]
+    dash = 5
+    for i, row in enumerate(lines):
+        # a categorical colour each, and dashes offset from each other's: lines at nearly the same MSE then
+        # alternate colours along their length instead of the last one hiding the others
+        ax.axhline(row["val MSE"], lw=1.5, color=f"C{i % 10}", ls=(dash * i, (dash, dash * (len(lines) - 1) + 1)),
+                   label=f"{row['experiment']} {row['code size']} codes: {row['val MSE']:.4g}")
     ax.set(xscale="log", yscale="log", xlabel="PCA components k", ylabel="validation MSE",
-           title="Validation MSE: PCA components versus autoencoders")
-    ax.legend(fontsize=7)
+           title="PCA figure: validation MSE, PCA components versus autoencoders")
+    ax.legend(fontsize=7, handlelength=5)  # long enough to show a dash of every offset pattern
     return save_figure(fig, path)
 
 
@@ -87,6 +98,7 @@ def figure_curves(run: Run, path: Path, title: str) -> Path:
         ax.plot(*run.curve(key), style, label=key)
     ax.set(xlabel="epoch", ylabel=f"loss ({run.model_cfg.get('loss')})", title=title, yscale="log")
     ax.legend()
+    whole_epochs(ax)
     return save_figure(fig, path)
 
 
@@ -123,6 +135,7 @@ def figure_reconstructions(runs: list[Run], data_cfg: dict, path: Path) -> Path 
         if i == 0:
             axes[i][0].set_title("original", fontsize=9)
     no_ticks(axes)
+    fig.suptitle("Figure 3: validation images and their reconstructions", fontsize=10)
     return save_figure(fig, path)
 
 

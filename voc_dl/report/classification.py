@@ -6,10 +6,14 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from voc_dl.report.common import save_figure, write_table
+from voc_dl.report.common import save_figure, whole_epochs, write_table
 from voc_dl.report.runs import Run
 from voc_dl.report.study import STUDY_CLASSES, TABLE2
 
+FIGURES = {  # file -> caption
+    "figure4.png": "Figure 4: log-loss (top) and accuracy (bottom) per epoch of each classifier, training solid and "
+                   "validation dashed (validation mAP dotted).",
+}
 MODEL_NAMES = {"EncoderClassifier": None, "DeepCNN": "deep_cnn", "PretrainedClassifier": "pretrained"}
 
 
@@ -61,6 +65,7 @@ def figure_curves(runs: list[Run], path: Path) -> Path:
         axes[1][j].set_xlabel("epoch")
         for ax in axes[:, j]:
             ax.legend(fontsize=7)
+            whole_epochs(ax)
     fig.suptitle("Figure 4: training and validation log-loss and accuracy")
     return save_figure(fig, path)
 

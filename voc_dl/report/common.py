@@ -11,8 +11,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from voc_dl.callbacks import atomic_write_bytes, atomic_write_text  # noqa: E402
+
+DPI = 110  # of the saved figures
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -48,10 +51,15 @@ def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[
 def save_figure(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def whole_epochs(ax) -> None:
+    """Epoch axes tick whole epochs only: a run of two epochs would otherwise show 0.2, 0.4, ..."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def to_hwc(t):

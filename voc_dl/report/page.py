@@ -8,15 +8,14 @@ import os
 from pathlib import Path
 
 from voc_dl.callbacks import atomic_write_text
+from voc_dl.report import autoencoder, classification, segmentation
 from voc_dl.report.common import fmt
 from voc_dl.report.runs import Run
 
-SECTIONS = [
-    ("autoencoder", "Section 1: convolutional autoencoder", "table1",
-     ["figure2.png", "figure3.png", "figure_pca.png"]),
-    ("classification", "Section 2: multi-label classifiers", "table2", ["figure4.png"]),
-    ("segmentation", "Section 3: binary segmentation", "table3",
-     ["figure5.png", "figure6.png", "figure7.png", "figure8.png"]),
+SECTIONS = [  # title, table, {figure file: caption}
+    ("Section 1: convolutional autoencoder", "table1", autoencoder.FIGURES),
+    ("Section 2: multi-label classifiers", "table2", classification.FIGURES),
+    ("Section 3: binary segmentation", "table3", segmentation.FIGURES),
 ]
 RUN_COLUMNS = ["task", "run", "status", "epochs", "seed", "wall s", "hardware", "overrides", "error"]
 
@@ -66,7 +65,7 @@ def write(out: Path, runs: list[Run]) -> tuple[Path, Path]:
     out = Path(out)
     md, body = ["# voc-dl report", "", "Every number below was read from the runs' own files "
                 "(metrics.json, history.csv); the study's numbers stand beside ours.", ""], []
-    for _, title, table, figures in SECTIONS:
+    for title, table, figures in SECTIONS:
         md += [f"## {title}", ""]
         body.append(f"<h2>{html.escape(title)}</h2>")
         if (out / f"{table}.md").is_file():
@@ -81,10 +80,11 @@ def write(out: Path, runs: list[Run]) -> tuple[Path, Path]:
         else:
             md.append("No runs of this section yet.\n")
             body.append("<p>No runs of this section yet.</p>")
-        for fig in figures:
+        for fig, caption in figures.items():
             if (out / fig).is_file():
-                md.append(f"![{fig}]({fig})\n")
-                body.append(f'<figure><img src="{fig}" alt="{fig}"><figcaption>{fig}</figcaption></figure>')
+                md.append(f"![{caption}]({fig})\n\n*{caption}*\n")
+                body.append(f'<figure><img src="{fig}" alt="{html.escape(caption)}">'
+                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     rows = run_rows(runs, out)
     md += ["## Runs", "", "| " + " | ".join(RUN_COLUMNS) + " |", "|" + "---|" * len(RUN_COLUMNS)]
     md += ["| " + " | ".join(fmt(r[k]) for k in RUN_COLUMNS) + " |" for r in rows]

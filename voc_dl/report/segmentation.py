@@ -11,12 +11,23 @@ import numpy as np
 import torch
 
 from voc_dl.eval import datamodule_from, load_task
-from voc_dl.report.common import no_ticks, save_figure, to_hwc, write_table
+from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
 from voc_dl.report.runs import Run
 from voc_dl.report.study import TABLE3
 from voc_dl.tasks.segmentation import VOID, per_image_dice_iou
 
 TASKS = ("segmentation", "segmentation_improved", "segmentation_selftrain")
+FIGURES = {  # file -> caption
+    "figure5.png": "Figure 5: a training image as the segmenters see it, and its target mask: object white, background "
+                   "black, void grey (the border VOC leaves unlabelled; no loss or metric counts it when "
+                   "data.void=ignore).",
+    "figure6.png": "Figure 6: training (solid) and validation (dashed) loss per epoch of the best run of each "
+                   "segmenter, validation as the run measured it while training.",
+    "figure7.png": "Figure 7: training (solid) and validation (dashed) Dice, pooled over pixels, per epoch of the "
+                   "same runs.",
+    "figure8.png": "Figure 8: validation images spread over the split, their targets (void grey) and the mask each "
+                   "run's best checkpoint predicts: white where it predicts the object, black where background.",
+}
 
 
 def augmentation(model_cfg: dict) -> str:
@@ -143,19 +154,27 @@ def figure_curves(runs: list[Run], keys: tuple[str, str], ylabel: str, title: st
                 ax.plot(x, y, style, color=f"C{i % 10}", label=f"{label(r)}: {key}")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    whole_epochs(ax)
     return save_figure(fig, path)
+
+
+def show_mask(ax, mask: torch.Tensor) -> None:
+    """A mask on a fixed scale, whatever values it holds: object (1) white, background black, void grey."""
+    m = mask.numpy()
+    ax.imshow(np.where(m == VOID, 0.5, m == 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
 
 
 def figure_sample(data_cfg: dict, path: Path) -> Path:
     dm = datamodule_from(data_cfg)
     x, m = dm.train_set[0]
-    fig, axes = plt.subplots(1, 2, figsize=(4.4, 2.4))
+    fig, axes = plt.subplots(1, 2, figsize=(4.4, 2.6))
     axes[0].imshow(to_hwc(x.float() / 255), cmap="gray")
     size = data_cfg.get("image_size", 64)
     axes[0].set_title(f"image ({size}x{size} {data_cfg.get('color', 'gray')})", fontsize=8)
-    axes[1].imshow(m[0].numpy(), cmap="gray", vmin=0, vmax=255)
-    axes[1].set_title("target (white void border)", fontsize=8)
+    show_mask(axes[1], m[0])
+    axes[1].set_title("target (object white, void grey)", fontsize=8)
     no_ticks(axes)
+    fig.suptitle("Figure 5: a training pair", fontsize=10)
     return save_figure(fig, path)
 
 
@@ -174,19 +193,25 @@ def figure_predictions(runs: list[Run], data_cfg: dict, path: Path, n: int = 5) 
         if color not in inputs:
             inputs[color] = datamodule_from(data_cfg, color=color).val_set.__getitems__(idx)[0].float() / 255
         task, _ = load_task(r.metrics["best_ckpt"], r.model_cfg)
-        with torch.no_grad():
-            preds.append((label(r), torch.sigmoid(task.net(inputs[color])) > 0.5))
-    cols = 2 + len(preds)
-    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
+        with torch.no_grad():  # as the run was scored: with its test-time augmentation, if it has one
+            preds.append((label(r), task.predict_logits(inputs[color]) > 0))
+    return save_figure(mask_grid(x, m, preds), path)
+
+
+def mask_grid(x: torch.Tensor, masks: torch.Tensor, preds: list[tuple[str, torch.Tensor]]):
+    """Figure 8: a row per image (N, C, H, W in [0, 1]) with its target and each (label, predicted mask)."""
+    n, cols = len(x), 2 + len(preds)
+    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n + 0.5), squeeze=False)
     for i in range(n):
         axes[i][0].imshow(to_hwc(x[i]), cmap="gray")
-        axes[i][1].imshow((m[i, 0] == 1).numpy(), cmap="gray")
+        show_mask(axes[i][1], masks[i, 0])
         for j, (_, p) in enumerate(preds, 2):
-            axes[i][j].imshow(p[i, 0].numpy(), cmap="gray")
+            show_mask(axes[i][j], p[i, 0])
     for j, title in enumerate(["image", "target", *[label for label, _ in preds]]):
         axes[0][j].set_title("\n".join(textwrap.wrap(title, 22)), fontsize=8)  # long labels must not overlap
     no_ticks(axes)
-    return save_figure(fig, path)
+    fig.suptitle("Figure 8: predicted masks on validation images", fontsize=10)
+    return fig
 
 
 def report(runs: list[Run], out: Path) -> dict:
