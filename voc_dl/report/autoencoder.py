@@ -44,7 +44,7 @@ def ae_rows(runs: list[Run]) -> list[dict]:
             "MSE - study": r.val("val/mse") - study[0], "PCA k with equal MSE": None,
             "wall s": round(r.metrics.get("wall_time_s") or 0),
             "status": r.status_line,
-            "run": str(r.path),
+            "run": str(r.path.resolve()),
         })
     return sorted(rows, key=lambda x: (x["experiment"], x["code size"] or 0, x["loss"] or ""))
 
@@ -64,7 +64,7 @@ def pca_baseline(data_cfg: dict, ks: list[int] | None = None):
         rows.append({"experiment": "pca", "code size": k, "loss": "-", "val MSE": mse,
                      "val MAE": torch.mean((rec - val).abs()).item(), "PSNR dB": 10 * np.log10(1 / mse),
                      "SSIM": structural_similarity_index_measure(rec, val, data_range=1.0).item(),
-                     "status": "ok", "run": f"PCA on {len(train)} training images"})
+                     "status": "ok"})
     return rows, (curve_ks, curve), len(train), kmax
 
 

@@ -47,7 +47,7 @@ def cls_rows(runs: list[Run]) -> list[dict]:
             "epochs": r.metrics.get("epochs"), "best epoch": r.metrics.get("best_epoch"),
             "study val acc": study[0], "study train log-loss": study[1], "study val log-loss": study[2],
             "wall s": round(r.metrics.get("wall_time_s") or 0),
-            "status": r.status_line, "run": str(r.path),
+            "status": r.status_line, "run": str(r.path.resolve()),
         })
     return sorted(rows, key=lambda x: x["model"])
 

@@ -140,7 +140,7 @@ def seg_rows(runs: list[Run]) -> list[dict]:
             "best epoch": r.metrics.get("best_epoch"), "study Dice": study[0], "study IoU": study[1],
             "Dice - study": r.val("val/dice") - study[0], "wall s": round(r.metrics.get("wall_time_s") or 0),
             "device": device(r),
-            "status": r.status_line, "run": str(r.path),
+            "status": r.status_line, "run": str(r.path.resolve()),
         })
     return sorted(rows, key=lambda x: (x["experiment"], x["model"], x["loss"] or ""))
 
