@@ -36,7 +36,7 @@ def ae_rows(runs: list[Run]) -> list[dict]:
         cs, loss = r.model_cfg.get("code_size"), r.model_cfg.get("loss")
         study = TABLE1.get(cs, (float("nan"), float("nan")))
         rows.append({
-            "experiment": r.task, "code size": cs, "loss": loss,
+            "experiment": r.task, "code size": cs, "loss": loss, "data": r.data_name,
             "val MSE": r.val("val/mse"), "val MAE": r.val("val/mae"),
             "PSNR dB": r.val("val/psnr"), "SSIM": r.val("val/ssim"),
             "epochs": r.metrics.get("epochs"), "best epoch": r.metrics.get("best_epoch"),
@@ -49,7 +49,7 @@ def ae_rows(runs: list[Run]) -> list[dict]:
     return sorted(rows, key=lambda x: (x["experiment"], x["code size"] or 0, x["loss"] or ""))
 
 
-def pca_baseline(data_cfg: dict, ks: list[int] | None = None):
+def pca_baseline(data_cfg: dict, data_name: str, ks: list[int] | None = None):
     """Validation MSE/MAE/PSNR/SSIM of PCA fitted on the training images, at k components."""
     dm = datamodule_from(data_cfg, val_to_train=0.0)
     train, val = _images(dm.train_set), _images(dm.val_set)
@@ -61,7 +61,7 @@ def pca_baseline(data_cfg: dict, ks: list[int] | None = None):
     for k in ks or [k for k in (8, 32, 128, kmax) if k <= kmax]:
         rec = pca.reconstruct(val.flatten(1), k).view_as(val).clamp(0, 1)
         mse = torch.mean((rec - val) ** 2).item()
-        rows.append({"experiment": "pca", "code size": k, "loss": "-", "val MSE": mse,
+        rows.append({"experiment": "pca", "code size": k, "loss": "-", "data": data_name, "val MSE": mse,
                      "val MAE": torch.mean((rec - val).abs()).item(), "PSNR dB": 10 * np.log10(1 / mse),
                      "SSIM": structural_similarity_index_measure(rec, val, data_range=1.0).item(),
                      "status": "ok"})
@@ -151,7 +151,7 @@ def report(runs: list[Run], out: Path) -> dict:
              "data and epochs as listed (a shortened run says so in its epochs column)."]
     if ok:
         data_cfg = ok[0].data_cfg
-        pca_rows, curve, n_train, kmax = pca_baseline(data_cfg)
+        pca_rows, curve, n_train, kmax = pca_baseline(data_cfg, ok[0].data_name)
         for row in rows:
             if row["status"] == "ok":
                 row["PCA k with equal MSE"] = pca_equivalent(row["val MSE"], curve)

@@ -38,7 +38,7 @@ def cls_rows(runs: list[Run]) -> list[dict]:
         last_train, last_val = r.last("train/loss"), r.last("val/loss")
         rows.append({
             "model": name + (" + augmentation" if r.model_cfg.get("augment") else ""),
-            "classes": "/".join(r.data_cfg.get("classes", [])),
+            "data": r.data_name, "classes": "/".join(r.data_cfg.get("classes", [])),
             "trainable params": r.metrics.get("trainable_params"),
             "val subset acc": r.val("val/subset_acc"), "val label acc": r.val("val/label_acc"),
             "val mAP": r.val("val/map"), "val F1": r.val("val/f1"),

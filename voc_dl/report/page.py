@@ -17,7 +17,8 @@ SECTIONS = [  # title, table, {figure file: caption}
     ("Section 2: multi-label classifiers", "table2", classification.FIGURES),
     ("Section 3: binary segmentation", "table3", segmentation.FIGURES),
 ]
-RUN_COLUMNS = ["task", "run", "status", "epochs", "seed", "wall s", "hardware", "overrides", "error"]
+RUN_COLUMNS = ["task", "data", "run", "status", "epochs", "seed", "wall s", "hardware", "overrides", "error"]
+INTRO = "Every number below was read from the runs' own files (metrics.json, history.csv)."
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px}"
          ".scroll{overflow-x:auto;max-width:100%}"  # a wide table scrolls inside the page, never widens it
          "table{border-collapse:collapse;font-size:11px;margin:1em 0}"
@@ -26,14 +27,24 @@ STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px}"
          "td.long{overflow-wrap:anywhere;min-width:12em}td.n{white-space:nowrap;text-align:right}"
          "td.bad{background:#fdd}"
          "figure{margin:1.5em 0}img{max-width:100%;height:auto}figcaption{font-size:13px;max-width:60em}"
-         ".note{font-size:12px;color:#444}")
+         ".note{font-size:12px;color:#444}.data{border:1px solid #ccc;padding:.5em 1em}"
+         ".warn{background:#fff3cd;border:1px solid #d9b44a;padding:.5em 1em}")
+
+
+def data_note(names: list[str]) -> str:
+    """What the data sets the runs used mean beside the study's: the first thing a reader of any number must
+    know."""
+    note = ("Runs marked 'synthetic' trained and validated on voc-dl's generated VOC-like images, not on "
+            "photographs: their numbers check the pipeline and say nothing about the study's task. "
+            if "synthetic" in names else "")
+    return note + "The study's numbers beside ours are for VOC2009 (cat, motorbike, bottle)."
 
 
 def run_rows(runs: list[Run]) -> list[dict]:
     rows = []
     for r in runs:
         m = r.metrics
-        rows.append({"task": r.task, "run": str(r.path.resolve()), "status": r.status,
+        rows.append({"task": r.task, "data": r.data_name, "run": str(r.path.resolve()), "status": r.status,
                      "epochs": m.get("epochs"), "seed": m.get("seed"), "wall s": m.get("wall_time_s"),
                      "hardware": (m.get("hardware") or {}).get("device", "-"),
                      "overrides": " ".join(m.get("overrides", [])), "error": (m.get("error") or "")[:160]})
@@ -77,8 +88,11 @@ def _number(value):
 
 def write(out: Path, runs: list[Run]) -> tuple[Path, Path]:
     out = Path(out)
-    md, body = ["# voc-dl report", "", "Every number below was read from the runs' own files "
-                "(metrics.json, history.csv); the study's numbers stand beside ours.", ""], []
+    names = sorted({r.data_name for r in runs} - {"?"})
+    data = f"Data of these runs: {', '.join(names) or 'none recorded'}."
+    md = ["# voc-dl report", "", f"**{data}** {data_note(names)}", "", INTRO, ""]
+    body = [f"<p class={'warn' if 'synthetic' in names else 'data'}><b>{html.escape(data)}</b> "
+            f"{html.escape(data_note(names))}</p>", f"<p>{html.escape(INTRO)}</p>"]
     for title, table, figures in SECTIONS:
         md += [f"## {title}", ""]
         body.append(f"<h2>{html.escape(title)}</h2>")

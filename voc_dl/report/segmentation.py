@@ -104,7 +104,7 @@ def _scores(pred: torch.Tensor, mask: torch.Tensor) -> dict:
             "pixel acc": ((p == target) & valid).sum().item() / max(1, valid.sum().item())}
 
 
-def baselines(data_cfg: dict) -> list[dict]:
+def baselines(data_cfg: dict, data_name: str) -> list[dict]:
     """All-foreground, and the best constant per-pixel prior learned from the training masks."""
     dm = datamodule_from(data_cfg)
     train = dm.train_set.__getitems__(list(range(len(dm.train_set))))[1]
@@ -119,7 +119,8 @@ def baselines(data_cfg: dict) -> list[dict]:
     rows = []
     for name, pred in (("all foreground", torch.ones_like(val, dtype=torch.bool)),
                        (f"per-pixel prior > {best_t:.2f} (from train)", (freq > best_t).expand_as(val))):
-        rows.append({"experiment": "baseline", "loss": "-", "model": name, **_scores(pred, val), "status": "ok"})
+        rows.append({"experiment": "baseline", "loss": "-", "model": name, "data": data_name, **_scores(pred, val),
+                     "status": "ok"})
     return rows
 
 
@@ -130,7 +131,7 @@ def seg_rows(runs: list[Run]) -> list[dict]:
         study = TABLE3.get(loss, (float("nan"), float("nan")))
         rows.append({
             "experiment": r.task, "loss": loss,
-            "model": net_name(r) + colour(r) + augmentation(r.model_cfg) + pseudo_labels(r),
+            "model": net_name(r) + colour(r) + augmentation(r.model_cfg) + pseudo_labels(r), "data": r.data_name,
             "val Dice": r.val("val/dice"), "val IoU": r.val("val/iou"),
             "Dice per image": r.val("val/dice_per_image"), "IoU per image": r.val("val/iou_per_image"),
             "pixel acc": r.val("val/pixel_acc"),
@@ -228,7 +229,7 @@ def report(runs: list[Run], out: Path) -> dict:
              "epochs as listed."]
     if ok:
         data_cfg = ok[0].data_cfg
-        rows += baselines(data_cfg)
+        rows += baselines(data_cfg, ok[0].data_name)
         written["figures"].append(figure_sample(data_cfg, out / "figure5.png"))
         shown = featured(ok)
         written["figures"].append(figure_curves(shown, ("train/loss", "val/loss"), "loss",
