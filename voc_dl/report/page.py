@@ -18,7 +18,9 @@ SECTIONS = [  # title, table, {figure file: caption}
     ("Section 3: binary segmentation", "table3", segmentation.FIGURES),
 ]
 RUN_COLUMNS = ["task", "data", "run", "status", "epochs", "seed", "wall s", "hardware", "overrides", "error"]
-INTRO = "Every number below was read from the runs' own files (metrics.json, history.csv)."
+INTRO = ("Every number below was read from the runs' own files (metrics.json, history.csv), but for a run that "
+         "validated only part of the validation split: its best checkpoint was scored again on the whole split, "
+         "as the baselines are, and its row says 're-scored'.")
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px}"
          ".scroll{overflow-x:auto;max-width:100%}"  # a wide table scrolls inside the page, never widens it
          "table{border-collapse:collapse;font-size:11px;margin:1em 0}"

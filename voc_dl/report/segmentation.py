@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from voc_dl.eval import datamodule_from, load_task
+from voc_dl.report import rescore
 from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
 from voc_dl.report.runs import Run
 from voc_dl.report.study import TABLE3
@@ -105,7 +106,8 @@ def _scores(pred: torch.Tensor, mask: torch.Tensor) -> dict:
 
 
 def baselines(data_cfg: dict, data_name: str) -> list[dict]:
-    """All-foreground, and the best constant per-pixel prior learned from the training masks."""
+    """All-foreground, and the best constant per-pixel prior learned from the training masks, on every
+    validation image."""
     dm = datamodule_from(data_cfg)
     train = dm.train_set.__getitems__(list(range(len(dm.train_set))))[1]
     val = dm.val_set.__getitems__(list(range(len(dm.val_set))))[1]
@@ -120,7 +122,7 @@ def baselines(data_cfg: dict, data_name: str) -> list[dict]:
     for name, pred in (("all foreground", torch.ones_like(val, dtype=torch.bool)),
                        (f"per-pixel prior > {best_t:.2f} (from train)", (freq > best_t).expand_as(val))):
         rows.append({"experiment": "baseline", "loss": "-", "model": name, "data": data_name, **_scores(pred, val),
-                     "status": "ok"})
+                     "val images": len(val), "status": "ok"})
     return rows
 
 
@@ -134,7 +136,7 @@ def seg_rows(runs: list[Run]) -> list[dict]:
             "model": net_name(r) + colour(r) + augmentation(r.model_cfg) + pseudo_labels(r), "data": r.data_name,
             "val Dice": r.val("val/dice"), "val IoU": r.val("val/iou"),
             "Dice per image": r.val("val/dice_per_image"), "IoU per image": r.val("val/iou_per_image"),
-            "pixel acc": r.val("val/pixel_acc"),
+            "pixel acc": r.val("val/pixel_acc"), "val images": rescore.scope_cell(r),
             # the best epoch is picked on validation Dice, so the last epoch shows how much picking added
             "last-epoch Dice": (r.metrics.get("last") or {}).get("val/dice", float("nan")),
             "epochs": r.metrics.get("epochs"),
@@ -216,7 +218,7 @@ def mask_grid(x: torch.Tensor, masks: torch.Tensor, preds: list[tuple[str, torch
 
 
 def report(runs: list[Run], out: Path) -> dict:
-    runs = [r for r in runs if r.task in TASKS]
+    runs = rescore.on_full_split([r for r in runs if r.task in TASKS], out)
     if not runs:
         return {}
     rows = seg_rows(runs)
@@ -226,7 +228,7 @@ def report(runs: list[Run], out: Path) -> dict:
              "(an image with empty target and empty prediction scores 1). Void (255) pixels are excluded when "
              "data.void=ignore.",
              "The study's numbers are for VOC2009 (749 train / 750 val), 40 epochs; ours are the run's data and "
-             "epochs as listed."]
+             "epochs as listed.", *rescore.note(runs)]
     if ok:
         data_cfg = ok[0].data_cfg
         rows += baselines(data_cfg, ok[0].data_name)
