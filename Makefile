@@ -28,7 +28,7 @@ COMMON := $(DATA_ARGS) trainer.accelerator=$(ACCELERATOR) $(if $(PRECISION),trai
 	$(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) $(ARGS)
 TRAIN := $(PY) -m voc_dl.train -m
 
-.PHONY: help install demo test test-slow lint bench bench-fidelity bench-data bench-epoch autoencoder classifiers segmentation report tensorboard all
+.PHONY: help install demo test test-slow lint bench bench-fidelity bench-data bench-epoch autoencoder classifiers segmentation report report-check tensorboard all
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -134,6 +134,10 @@ $(STUDY)/segmentation/.done:
 
 report: $(STAMP) ## tables and figures of every run under STUDY (outputs/report/index.html, report.md)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT)
+
+SCREENSHOT ?=
+report-check: $(STAMP) ## REPORT's index.html in headless Chromium: every image loads, nothing wider than 1280 px, every link resolves (SCREENSHOT=file.png saves the top)
+	$(PY) -m voc_dl.report.check $(REPORT) $(if $(SCREENSHOT),--screenshot $(SCREENSHOT))
 
 LOGDIR ?= outputs
 HOST ?= 127.0.0.1

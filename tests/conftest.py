@@ -40,8 +40,7 @@ def synthetic_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def compose_cfg(tmp_path, synthetic_root):
+def composer(tmp_path: Path, synthetic_root: Path):
     """Compose conf/train.yaml (or another entry config) as the CLI would, writing into tmp_path."""
 
     def _compose(overrides=(), config_name="train.yaml", n_images=48):
@@ -63,5 +62,10 @@ def compose_cfg(tmp_path, synthetic_root):
         HydraConfig().set_config(cfg)
         return cfg
 
-    yield _compose
+    return _compose
+
+
+@pytest.fixture
+def compose_cfg(tmp_path, synthetic_root):
+    yield composer(tmp_path, synthetic_root)
     GlobalHydra.instance().clear()

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+from pathlib import Path
 
 import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
 
+from tests.conftest import composer
+from voc_dl.data.synthetic import MARKER
+from voc_dl.report import check, rescore
 from voc_dl.report.__main__ import build
-from voc_dl.report.runs import read_run
+from voc_dl.report.runs import Run, collect, read_run
 from voc_dl.train import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
+# the tests that read the tiny study's report share one build of it: on one xdist worker, once
+tiny_report_group = pytest.mark.xdist_group("tiny_report")
 
 
 def run_into(compose_cfg, folder, overrides):
@@ -19,7 +28,12 @@ def run_into(compose_cfg, folder, overrides):
     return train(cfg)
 
 
-def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory, synthetic_root) -> tuple[Path, Path, dict]:
+    """A tiny run of every section (validating 2 batches of 4 images, as debug=tiny does), one failed run, and
+    the report built from them: (study folder, report folder, what build wrote)."""
+    tmp_path = tmp_path_factory.mktemp("tiny_report")
+    compose_cfg = composer(tmp_path, synthetic_root)
     study = tmp_path / "study"
     for cs in (2048, 8192):
         run_into(compose_cfg, study / "autoencoder" / f"cs{cs}", ["experiment=autoencoder", f"model.code_size={cs}"])
@@ -36,7 +50,13 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
                                                      "error": "FloatingPointError: val/loss is nan"}))
     out = tmp_path / "report"
     written = build(study, out)
+    GlobalHydra.instance().clear()
+    return study, out, written
 
+
+@tiny_report_group
+def test_report_from_tiny_runs_of_each_section(tiny_report):
+    study, out, written = tiny_report
     with open(out / "table1.csv") as f:
         t1 = list(csv.DictReader(f))
     ae = [r for r in t1 if r["experiment"] == "autoencoder"]
@@ -60,6 +80,11 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
     allfg = next(r for r in t3 if r["model"] == "all foreground")
     dice = float(allfg["val Dice"])
     assert abs(float(allfg["val IoU"]) - dice / (2 - dice)) < 1e-9
+    # debug=tiny validated 8 images; networks are scored again on every image, as the baselines are
+    n_val = int(allfg["val images"])
+    assert n_val > 8 and all(r["val images"] == f"{n_val} (re-scored; 8 in training)" for r in nets + improved)
+    assert "'re-scored'" in (out / "table3.md").read_text()
+    assert {r["data"] for r in t3 if not r["status"].startswith("failed")} == {"synthetic"}
 
     with open(out / "table2.csv") as f:
         t2 = list(csv.DictReader(f))
@@ -83,6 +108,112 @@ def test_report_from_tiny_runs_of_each_section(compose_cfg, tmp_path):
         assert "FloatingPointError: val/loss is nan" in text, "the failed run is listed with its error"
     assert all(f'src="{n}"' in page for n in names)
     assert page.count("<tr>") >= len(t1) + len(t2) + len(t3) + 6
+    assert "Data of these runs: synthetic." in page and "numbers beside ours are for VOC2009" in page
+    assert "<td>synthetic</td>" in page, "every row names its data set"
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert len(captions) == len(names) and all(c.startswith(("Figure", "PCA figure")) and c.endswith(".")
+                                               for c in captions)
+    assert check.broken_links(out / "index.html") == [] and 'href="PCA' not in page
+    numbers = re.findall(r'<td class="n">([^<]*)</td>', page)
+    decimals = [n for n in numbers if "." in n and "e" not in n]
+    assert decimals and all(len(n.lstrip("-").replace(".", "").lstrip("0")) <= 4 for n in decimals), decimals
+
+
+@tiny_report_group
+def test_a_report_built_again_scores_no_checkpoint_again(tiny_report, monkeypatch):
+    study, out, _ = tiny_report
+
+    def score(run):
+        raise AssertionError(f"{run.path} scored again")
+
+    monkeypatch.setattr(rescore, "score", score)
+    runs = rescore.on_full_split([r for r in collect(study) if r.task == "segmentation" and r.ok], out)
+    assert len(runs) == 2 and all(r.metrics["val_scope"]["validated"] == 8 for r in runs)
+
+
+@tiny_report_group
+@pytest.mark.skipif(check.chromium() is None, reason="no chromium on PATH: the report's browser check needs it "
+                    "(Debian: apt-get install -y chromium; .ci/run installs it)")
+def test_the_report_in_a_browser_loads_every_image_and_fits_the_page(tiny_report):
+    _, out, _ = tiny_report
+    found = check.measure(out / "index.html", width=1280)
+    assert len(found["images"]) == 8 and all(i["naturalWidth"] > 0 for i in found["images"]), found["images"]
+    assert found["width"] == 1280 and found["scrollWidth"] <= found["width"], found["wide"]
+
+
+def test_numbers_are_formatted_for_their_kind():
+    from voc_dl.report.common import fmt
+
+    assert fmt(12.7, "wall s") == "13" and fmt(12345.6, "wall s") == "12,346"
+    assert fmt(0.0442381) == "0.04424" and fmt(13.54203) == "13.54" and fmt(0.55) == "0.55"
+    assert fmt(980003) == "980,003" and fmt(2048) == "2048" and fmt(float("nan")) == "-" and fmt(None) == "-"
+
+
+def test_the_data_set_of_a_run_is_named_also_for_runs_that_predate_the_synthetic_flag(tmp_path):
+    def named(data=None, cfg=None):
+        return Run(tmp_path, {"data": data or {}, "config": {"data": cfg or {}}}).data_name
+
+    assert named({"root": "/x/voc", "year": 2009, "synthetic": False}) == "VOC2009"
+    assert named({"root": "/x/outputs/data/synthetic", "year": 2009, "synthetic": True}) == "synthetic"
+    assert named({"root": "/x/data/synthetic", "year": 2009}) == "synthetic"  # older metrics.json
+    assert named({"root": "/x/VOC", "year": 2012}) == "VOC2012"
+    assert named(cfg={"root": None, "year": 2009, "synthetic": {"dir": "/d"}}) == "synthetic"  # stopped early
+    assert named() == "?"
+    (tmp_path / "VOCdevkit" / "VOC2009").mkdir(parents=True)
+    (tmp_path / "VOCdevkit" / "VOC2009" / MARKER).write_text("{}")
+    assert named({"root": str(tmp_path), "year": 2009, "synthetic": False}) == "synthetic", "a generated tree as root"
+
+
+def panel_boxes(fig) -> list[tuple[int, int, int, int]]:
+    """Each axes' pixel box (left, top, right, bottom) in the PNG save_figure writes: the figure's tight
+    bounding box, padded by savefig's pad_inches, at save_figure's dpi."""
+    import matplotlib
+
+    from voc_dl.report.common import DPI
+
+    fig.canvas.draw()  # places the axes: images keep their aspect
+    renderer = fig.canvas.get_renderer()
+    tight = fig.get_tightbbox(renderer).padded(matplotlib.rcParams["savefig.pad_inches"])
+    boxes = []
+    for ax in fig.axes:
+        e = ax.get_window_extent(renderer)  # display pixels from the bottom left
+        inches = (e.x0 / fig.dpi - tight.x0, tight.y1 - e.y1 / fig.dpi, e.x1 / fig.dpi - tight.x0,
+                  tight.y1 - e.y0 / fig.dpi)
+        boxes.append(tuple(round(v * DPI) for v in inches))
+    return boxes
+
+
+def test_masks_are_drawn_white_object_black_background_grey_void(tmp_path):
+    """Figure 8's panels in the saved PNG: an all-foreground prediction is white, an all-background one black,
+    and the target shows its object white, background black and void grey, whatever values the mask holds."""
+    import numpy as np
+    from PIL import Image
+
+    from voc_dl.report.common import save_figure
+    from voc_dl.report.segmentation import mask_grid
+    from voc_dl.tasks.segmentation import VOID
+
+    size = 32
+    target = torch.zeros(1, 1, size, size, dtype=torch.uint8)
+    target[..., : size // 2] = 1  # left half object
+    target[..., :4, :] = VOID  # top rows void
+    preds = [("all foreground", torch.ones(1, 1, size, size, dtype=torch.bool)),
+             ("all background", torch.zeros(1, 1, size, size, dtype=torch.bool))]
+    fig = mask_grid(torch.rand(1, 1, size, size), target, preds)
+    boxes = panel_boxes(fig)
+    png = np.asarray(Image.open(save_figure(fig, tmp_path / "masks.png")).convert("L")).astype(int)
+
+    def inside(panel, margin=4):
+        left, top, right, bottom = boxes[panel]
+        return png[top + margin:bottom - margin, left + margin:right - margin]
+
+    assert inside(2).min() >= 250, "all-foreground prediction: white"
+    assert inside(3).max() <= 5, "all-background prediction: black"
+    tgt = inside(1, margin=0)  # rows and columns 3 px from an edge (the frame, antialiasing) are not judged
+    h, w = tgt.shape
+    assert tgt[h // 2:-3, 3:w // 2 - 3].min() >= 250, "object: white"
+    assert tgt[h // 2:-3, w // 2 + 3:-3].max() <= 5, "background: black"
+    assert np.all(abs(tgt[3:4 * h // size - 3, 3:-3] - 128) <= 2), "void: grey"
 
 
 def test_make_all_lists_the_three_sections_then_the_report(tmp_path):

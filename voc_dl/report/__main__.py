@@ -9,6 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from voc_dl import cli
 from voc_dl.report import autoencoder, classification, page, segmentation
 from voc_dl.report.runs import collect
 
@@ -27,6 +28,9 @@ def build(runs_dir: str | Path, out: str | Path, sections=tuple(SECTIONS)) -> di
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING)
+    cli.quiet_third_parties()
+    # re-scoring a run builds a Lightning trainer, whose device lines would repeat for every run
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     ap = argparse.ArgumentParser(description="voc-dl report: tables and figures from run folders")
     ap.add_argument("--runs", default="outputs/study", help="folder searched (recursively) for runs")
     ap.add_argument("--out", default="outputs/report")

@@ -11,11 +11,20 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from voc_dl.checkpoints import datamodule_from, load_task
 from voc_dl.models.pca import PCA
-from voc_dl.report.common import no_ticks, save_figure, to_hwc, write_table
+from voc_dl.report import rescore
+from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
 from voc_dl.report.runs import Run
 from voc_dl.report.study import TABLE1
 
 TASKS = ("autoencoder", "autoencoder_improved")
+FIGURES = {  # file -> caption
+    "figure2.png": "Figure 2: training (solid) and validation (dashed) loss per epoch of the 2048-code autoencoder, "
+                   "on a log scale.",
+    "figure3.png": "Figure 3: one validation image per class (left) and its reconstruction by each autoencoder's "
+                   "best checkpoint, one column per code size.",
+    "figure_pca.png": "PCA figure: validation MSE of PCA fitted on the training images, against its number of "
+                      "components k (black), with each MSE-trained autoencoder's validation MSE as a dashed line.",
+}
 
 
 def _images(dataset) -> torch.Tensor:
@@ -28,20 +37,20 @@ def ae_rows(runs: list[Run]) -> list[dict]:
         cs, loss = r.model_cfg.get("code_size"), r.model_cfg.get("loss")
         study = TABLE1.get(cs, (float("nan"), float("nan")))
         rows.append({
-            "experiment": r.task, "code size": cs, "loss": loss,
+            "experiment": r.task, "code size": cs, "loss": loss, "data": r.data_name,
             "val MSE": r.val("val/mse"), "val MAE": r.val("val/mae"),
-            "PSNR dB": r.val("val/psnr"), "SSIM": r.val("val/ssim"),
+            "PSNR dB": r.val("val/psnr"), "SSIM": r.val("val/ssim"), "val images": rescore.scope_cell(r),
             "epochs": r.metrics.get("epochs"), "best epoch": r.metrics.get("best_epoch"),
             "study MSE": study[0], "study MAE": study[1],
             "MSE - study": r.val("val/mse") - study[0], "PCA k with equal MSE": None,
             "wall s": round(r.metrics.get("wall_time_s") or 0),
             "status": r.status_line,
-            "run": str(r.path),
+            "run": str(r.path.resolve()),
         })
     return sorted(rows, key=lambda x: (x["experiment"], x["code size"] or 0, x["loss"] or ""))
 
 
-def pca_baseline(data_cfg: dict, ks: list[int] | None = None):
+def pca_baseline(data_cfg: dict, data_name: str, ks: list[int] | None = None):
     """Validation MSE/MAE/PSNR/SSIM of PCA fitted on the training images, at k components."""
     dm = datamodule_from(data_cfg, val_to_train=0.0)
     train, val = _images(dm.train_set), _images(dm.val_set)
@@ -53,10 +62,10 @@ def pca_baseline(data_cfg: dict, ks: list[int] | None = None):
     for k in ks or [k for k in (8, 32, 128, kmax) if k <= kmax]:
         rec = pca.reconstruct(val.flatten(1), k).view_as(val).clamp(0, 1)
         mse = torch.mean((rec - val) ** 2).item()
-        rows.append({"experiment": "pca", "code size": k, "loss": "-", "val MSE": mse,
+        rows.append({"experiment": "pca", "code size": k, "loss": "-", "data": data_name, "val MSE": mse,
                      "val MAE": torch.mean((rec - val).abs()).item(), "PSNR dB": 10 * np.log10(1 / mse),
                      "SSIM": structural_similarity_index_measure(rec, val, data_range=1.0).item(),
-                     "status": "ok", "run": f"PCA on {len(train)} training images"})
+                     "val images": len(val), "status": "ok"})
     return rows, (curve_ks, curve), len(train), kmax
 
 
@@ -71,13 +80,16 @@ def pca_equivalent(ae_mse: float, curve) -> str:
 def figure_pca(curve, ae: list[dict], n_train: int, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4))
     ax.plot(*curve, "k.-", label=f"PCA (fit on {n_train} train images)")
-    for row in ae:
-        if row["status"] == "ok" and row["loss"] == "mse":
-            ax.axhline(row["val MSE"], ls="--", lw=1, color=plt.cm.viridis(np.log2(row["code size"]) / 14),
-                       label=f"{row['experiment']} {row['code size']} codes: {row['val MSE']:.4f}")
+    lines = [row for row in ae if row["status"] == "ok" and row["loss"] == "mse"]
+    dash = 5
+    for i, row in enumerate(lines):
+        # a categorical colour each, and dashes offset from each other's: lines at nearly the same MSE then
+        # alternate colours along their length instead of the last one hiding the others
+        ax.axhline(row["val MSE"], lw=1.5, color=f"C{i % 10}", ls=(dash * i, (dash, dash * (len(lines) - 1) + 1)),
+                   label=f"{row['experiment']} {row['code size']} codes: {row['val MSE']:.4g}")
     ax.set(xscale="log", yscale="log", xlabel="PCA components k", ylabel="validation MSE",
-           title="Validation MSE: PCA components versus autoencoders")
-    ax.legend(fontsize=7)
+           title="PCA figure: validation MSE, PCA components versus autoencoders")
+    ax.legend(fontsize=7, handlelength=5)  # long enough to show a dash of every offset pattern
     return save_figure(fig, path)
 
 
@@ -87,6 +99,7 @@ def figure_curves(run: Run, path: Path, title: str) -> Path:
         ax.plot(*run.curve(key), style, label=key)
     ax.set(xlabel="epoch", ylabel=f"loss ({run.model_cfg.get('loss')})", title=title, yscale="log")
     ax.legend()
+    whole_epochs(ax)
     return save_figure(fig, path)
 
 
@@ -123,22 +136,23 @@ def figure_reconstructions(runs: list[Run], data_cfg: dict, path: Path) -> Path 
         if i == 0:
             axes[i][0].set_title("original", fontsize=9)
     no_ticks(axes)
+    fig.suptitle("Figure 3: validation images and their reconstructions", fontsize=10)
     return save_figure(fig, path)
 
 
 def report(runs: list[Run], out: Path) -> dict:
     """Table 1 and Figures 2, 3 and the PCA figure from the autoencoder runs; returns what it wrote."""
-    runs = [r for r in runs if r.task in TASKS]
+    runs = rescore.on_full_split([r for r in runs if r.task in TASKS], out)
     if not runs:
         return {}
     rows = ae_rows(runs)
     ok = [r for r in runs if r.ok]
     written: dict = {"figures": []}
     notes = ["The study's numbers are for VOC2009 cat/motorbike/bottle images, 60 epochs; ours are the run's "
-             "data and epochs as listed (a shortened run says so in its epochs column)."]
+             "data and epochs as listed (a shortened run says so in its epochs column).", *rescore.note(runs)]
     if ok:
         data_cfg = ok[0].data_cfg
-        pca_rows, curve, n_train, kmax = pca_baseline(data_cfg)
+        pca_rows, curve, n_train, kmax = pca_baseline(data_cfg, ok[0].data_name)
         for row in rows:
             if row["status"] == "ok":
                 row["PCA k with equal MSE"] = pca_equivalent(row["val MSE"], curve)

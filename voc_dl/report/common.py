@@ -5,26 +5,39 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from voc_dl.callbacks import atomic_write_bytes, atomic_write_text  # noqa: E402
 
+DPI = 110  # of the saved figures
 
-def fmt(value, digits: int = 4) -> str:
+
+def fmt(value, column: str = "") -> str:
+    """A table cell: seconds (a column named '... s') and numbers from 1000 up as whole numbers (thousands
+    separated from 10,000), other numbers to 4 significant digits: metrics carry no more information."""
     if value is None or value == "":
         return "-"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.{digits}f}"
-    if isinstance(value, int) and abs(value) >= 10000:
-        return f"{value:,}"
-    return str(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return str(value)
+    if column.endswith(" s") or isinstance(value, int) or abs(value) >= 1000:
+        return f"{round(value):,}" if abs(value) >= 10000 else str(round(value))
+    return f"{value:.4g}"
+
+
+def relative(path: str | Path, out: Path) -> str:
+    """A run folder as seen from the report folder: what the report's links point to."""
+    return os.path.relpath(Path(path).resolve(), Path(out).resolve())
 
 
 def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[str] = ()) -> str:
@@ -37,7 +50,7 @@ def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[
     writer.writerows(rows)
     atomic_write_text(out / f"{name}.csv", buf.getvalue())
     lines = [f"### {title}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
+    lines += ["| " + " | ".join(md_cell(r.get(k), k, out) for k in keys) + " |" for r in rows]
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
     md = "\n".join(lines) + "\n"
@@ -45,13 +58,24 @@ def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[
     return md
 
 
+def md_cell(value, column: str, out: Path) -> str:
+    if column == "run" and value:
+        return f"[{relative(value, out)}](<{relative(value, out)}/>)"
+    return fmt(value, column)
+
+
 def save_figure(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def whole_epochs(ax) -> None:
+    """Epoch axes tick whole epochs only: a run of two epochs would otherwise show 0.2, 0.4, ..."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def to_hwc(t):

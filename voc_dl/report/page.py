@@ -4,53 +4,79 @@ from __future__ import annotations
 
 import csv
 import html
-import os
 from pathlib import Path
+from urllib.parse import quote
 
 from voc_dl.callbacks import atomic_write_text
-from voc_dl.report.common import fmt
+from voc_dl.report import autoencoder, classification, segmentation
+from voc_dl.report.common import fmt, md_cell, relative
 from voc_dl.report.runs import Run
 
-SECTIONS = [
-    ("autoencoder", "Section 1: convolutional autoencoder", "table1",
-     ["figure2.png", "figure3.png", "figure_pca.png"]),
-    ("classification", "Section 2: multi-label classifiers", "table2", ["figure4.png"]),
-    ("segmentation", "Section 3: binary segmentation", "table3",
-     ["figure5.png", "figure6.png", "figure7.png", "figure8.png"]),
+SECTIONS = [  # title, table, {figure file: caption}
+    ("Section 1: convolutional autoencoder", "table1", autoencoder.FIGURES),
+    ("Section 2: multi-label classifiers", "table2", classification.FIGURES),
+    ("Section 3: binary segmentation", "table3", segmentation.FIGURES),
 ]
-RUN_COLUMNS = ["task", "run", "status", "epochs", "seed", "wall s", "hardware", "overrides", "error"]
+RUN_COLUMNS = ["task", "data", "run", "status", "epochs", "seed", "wall s", "hardware", "overrides", "error"]
+INTRO = ("Every number below was read from the runs' own files (metrics.json, history.csv), but for a run that "
+         "validated only part of the validation split: its best checkpoint was scored again on the whole split, "
+         "as the baselines are, and its row says 're-scored'.")
+STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px}"
+         ".scroll{overflow-x:auto;max-width:100%}"  # a wide table scrolls inside the page, never widens it
+         "table{border-collapse:collapse;font-size:11px;margin:1em 0}"
+         "td,th{border:1px solid #ccc;padding:2px 4px;vertical-align:top}th{background:#eee}"
+         # paths and error messages break anywhere, so that they never make a table wider than the page
+         "td.long{overflow-wrap:anywhere;min-width:12em}td.n{white-space:nowrap;text-align:right}"
+         "td.bad{background:#fdd}"
+         "figure{margin:1.5em 0}img{max-width:100%;height:auto}figcaption{font-size:13px;max-width:60em}"
+         ".note{font-size:12px;color:#444}.data{border:1px solid #ccc;padding:.5em 1em}"
+         ".warn{background:#fff3cd;border:1px solid #d9b44a;padding:.5em 1em}")
 
 
-def run_rows(runs: list[Run], out: Path) -> list[dict]:
+def data_note(names: list[str]) -> str:
+    """What the data sets the runs used mean beside the study's: the first thing a reader of any number must
+    know."""
+    note = ("Runs marked 'synthetic' trained and validated on voc-dl's generated VOC-like images, not on "
+            "photographs: their numbers check the pipeline and say nothing about the study's task. "
+            if "synthetic" in names else "")
+    return note + "The study's numbers beside ours are for VOC2009 (cat, motorbike, bottle)."
+
+
+def run_rows(runs: list[Run]) -> list[dict]:
     rows = []
     for r in runs:
         m = r.metrics
-        rows.append({"task": r.task, "run": os.path.relpath(r.path, out), "status": r.status,
+        rows.append({"task": r.task, "data": r.data_name, "run": str(r.path.resolve()), "status": r.status,
                      "epochs": m.get("epochs"), "seed": m.get("seed"), "wall s": m.get("wall_time_s"),
                      "hardware": (m.get("hardware") or {}).get("device", "-"),
                      "overrides": " ".join(m.get("overrides", [])), "error": (m.get("error") or "")[:160]})
     return rows
 
 
-def _html_table(rows: list[dict], link_key: str | None = None) -> str:
+def _html_cell(value, column: str, out: Path) -> str:
+    if column == "run" and value:
+        rel = relative(value, out)
+        return f'<td class=long><a href="{html.escape(quote(rel))}/">{html.escape(rel)}</a></td>'
+    value = _number(value)
+    text = fmt(value, column)
+    classes = ["n"] if isinstance(value, int | float) else ["long"] if len(text) > 30 else []
+    if column == "status" and value not in ("ok", None, ""):
+        classes.append("bad")
+    attr = f' class="{" ".join(classes)}"' if classes else ""
+    return f"<td{attr}>{html.escape(text)}</td>"
+
+
+def _html_table(rows: list[dict], out: Path) -> str:
     if not rows:
         return "<p>(none)</p>"
     keys = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    body = []
-    for r in rows:
-        cells = []
-        for k in keys:
-            text = html.escape(fmt(_number(r.get(k))))
-            if k == link_key and r.get(k):
-                text = f'<a href="{html.escape(str(r[k]))}">{text}</a>'
-            cls = ' class="bad"' if k == "status" and r.get(k) not in ("ok", None, "") else ""
-            cells.append(f"<td{cls}>{text}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    body = "".join("<tr>" + "".join(_html_cell(r.get(k), k, out) for k in keys) + "</tr>" for r in rows)
+    return f"<div class=scroll><table><tr>{head}</tr>{body}</table></div>"
 
 
 def _number(value):
+    """A CSV cell as the number it holds, so that it is formatted as one."""
     if isinstance(value, str):
         try:
             return int(value)
@@ -64,9 +90,12 @@ def _number(value):
 
 def write(out: Path, runs: list[Run]) -> tuple[Path, Path]:
     out = Path(out)
-    md, body = ["# voc-dl report", "", "Every number below was read from the runs' own files "
-                "(metrics.json, history.csv); the study's numbers stand beside ours.", ""], []
-    for _, title, table, figures in SECTIONS:
+    names = sorted({r.data_name for r in runs} - {"?"})
+    data = f"Data of these runs: {', '.join(names) or 'none recorded'}."
+    md = ["# voc-dl report", "", f"**{data}** {data_note(names)}", "", INTRO, ""]
+    body = [f"<p class={'warn' if 'synthetic' in names else 'data'}><b>{html.escape(data)}</b> "
+            f"{html.escape(data_note(names))}</p>", f"<p>{html.escape(INTRO)}</p>"]
+    for title, table, figures in SECTIONS:
         md += [f"## {title}", ""]
         body.append(f"<h2>{html.escape(title)}</h2>")
         if (out / f"{table}.md").is_file():
@@ -76,24 +105,21 @@ def write(out: Path, runs: list[Run]) -> tuple[Path, Path]:
             lines = (out / f"{table}.md").read_text().splitlines()
             notes = [line[2:] for line in lines if line.startswith("- ")]
             body.append(f"<h3>{html.escape(lines[0].lstrip('# '))}</h3>")
-            body.append(_html_table(rows, link_key="run"))
+            body.append(_html_table(rows, out))
             body += [f"<p class=note>{html.escape(n)}</p>" for n in notes]
         else:
             md.append("No runs of this section yet.\n")
             body.append("<p>No runs of this section yet.</p>")
-        for fig in figures:
+        for fig, caption in figures.items():
             if (out / fig).is_file():
-                md.append(f"![{fig}]({fig})\n")
-                body.append(f'<figure><img src="{fig}" alt="{fig}"><figcaption>{fig}</figcaption></figure>')
-    rows = run_rows(runs, out)
+                md.append(f"![{caption}]({fig})\n\n*{caption}*\n")
+                body.append(f'<figure><img src="{fig}" alt="{html.escape(caption)}">'
+                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    rows = run_rows(runs)
     md += ["## Runs", "", "| " + " | ".join(RUN_COLUMNS) + " |", "|" + "---|" * len(RUN_COLUMNS)]
-    md += ["| " + " | ".join(fmt(r[k]) for k in RUN_COLUMNS) + " |" for r in rows]
-    body += ["<h2>Runs</h2>", "<p>Failed, interrupted and missing runs are listed too.</p>",
-             _html_table(rows, link_key="run")]
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
-             "font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}"
-             "td.bad{background:#fdd}img{max-width:900px}.note{font-size:12px;color:#444}")
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>voc-dl report</title><style>{style}</style>"
+    md += ["| " + " | ".join(md_cell(r[k], k, out) for k in RUN_COLUMNS) + " |" for r in rows]
+    body += ["<h2>Runs</h2>", "<p>Failed, interrupted and missing runs are listed too.</p>", _html_table(rows, out)]
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>voc-dl report</title><style>{STYLE}</style>"
             f"</head><body><h1>voc-dl report</h1>{''.join(body)}</body></html>")
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     atomic_write_text(out / "index.html", page)

@@ -1,4 +1,4 @@
-"""Finding runs and reading what they wrote (metrics.json, history.csv): the report's only inputs."""
+"""Finding runs and reading what they wrote (metrics.json, history.csv) and which data they used."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from voc_dl.data.synthetic import MARKER
 
 
 @dataclass
@@ -38,6 +40,28 @@ class Run:
     @property
     def data_cfg(self) -> dict:
         return (self.metrics.get("config") or {}).get("data", {})
+
+    @property
+    def data_name(self) -> str:
+        """'synthetic' or 'VOC<year>': the data set the run's numbers are on ('?' when it recorded none)."""
+        info = self.metrics.get("data") or {}
+        if not (info or self.data_cfg):
+            return "?"
+        return "synthetic" if self.synthetic else f"VOC{info.get('year') or self.data_cfg.get('year')}"
+
+    @property
+    def synthetic(self) -> bool:
+        info = self.metrics.get("data") or {}
+        root = info.get("root") or self.data_cfg.get("root")
+        year = info.get("year") or self.data_cfg.get("year")
+        # a generated tree given as data.root is recorded as the user's data, but the generator marked it
+        if root and any((p / MARKER).is_file() for p in (Path(root), Path(root) / "VOCdevkit" / f"VOC{year}")):
+            return True
+        if "synthetic" in info:
+            return bool(info["synthetic"])
+        # runs from before metrics.json said so: the generated tree lived in data/synthetic; a run stopped
+        # before its data were described generated one when its config names no root of the user's
+        return str(root).rstrip("/").endswith("data/synthetic") if root else bool(self.data_cfg.get("synthetic"))
 
     @property
     def name(self) -> str:

@@ -11,12 +11,24 @@ import numpy as np
 import torch
 
 from voc_dl.checkpoints import datamodule_from, load_task
-from voc_dl.report.common import no_ticks, save_figure, to_hwc, write_table
+from voc_dl.report import rescore
+from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
 from voc_dl.report.runs import Run
 from voc_dl.report.study import TABLE3
 from voc_dl.tasks.segmentation import VOID, per_image_dice_iou
 
 TASKS = ("segmentation", "segmentation_improved", "segmentation_selftrain")
+FIGURES = {  # file -> caption
+    "figure5.png": "Figure 5: a training image as the segmenters see it, and its target mask: object white, background "
+                   "black, void grey (the border VOC leaves unlabelled; no loss or metric counts it when "
+                   "data.void=ignore).",
+    "figure6.png": "Figure 6: training (solid) and validation (dashed) loss per epoch of the best run of each "
+                   "segmenter, validation as the run measured it while training.",
+    "figure7.png": "Figure 7: training (solid) and validation (dashed) Dice, pooled over pixels, per epoch of the "
+                   "same runs.",
+    "figure8.png": "Figure 8: validation images spread over the split, their targets (void grey) and the mask each "
+                   "run's best checkpoint predicts: white where it predicts the object, black where background.",
+}
 
 
 def augmentation(model_cfg: dict) -> str:
@@ -93,8 +105,9 @@ def _scores(pred: torch.Tensor, mask: torch.Tensor) -> dict:
             "pixel acc": ((p == target) & valid).sum().item() / max(1, valid.sum().item())}
 
 
-def baselines(data_cfg: dict) -> list[dict]:
-    """All-foreground, and the best constant per-pixel prior learned from the training masks."""
+def baselines(data_cfg: dict, data_name: str) -> list[dict]:
+    """All-foreground, and the best constant per-pixel prior learned from the training masks, on every
+    validation image."""
     dm = datamodule_from(data_cfg)
     train = dm.train_set.__getitems__(list(range(len(dm.train_set))))[1]
     val = dm.val_set.__getitems__(list(range(len(dm.val_set))))[1]
@@ -108,7 +121,8 @@ def baselines(data_cfg: dict) -> list[dict]:
     rows = []
     for name, pred in (("all foreground", torch.ones_like(val, dtype=torch.bool)),
                        (f"per-pixel prior > {best_t:.2f} (from train)", (freq > best_t).expand_as(val))):
-        rows.append({"experiment": "baseline", "loss": "-", "model": name, **_scores(pred, val), "status": "ok"})
+        rows.append({"experiment": "baseline", "loss": "-", "model": name, "data": data_name, **_scores(pred, val),
+                     "val images": len(val), "status": "ok"})
     return rows
 
 
@@ -119,17 +133,17 @@ def seg_rows(runs: list[Run]) -> list[dict]:
         study = TABLE3.get(loss, (float("nan"), float("nan")))
         rows.append({
             "experiment": r.task, "loss": loss,
-            "model": net_name(r) + colour(r) + augmentation(r.model_cfg) + pseudo_labels(r),
+            "model": net_name(r) + colour(r) + augmentation(r.model_cfg) + pseudo_labels(r), "data": r.data_name,
             "val Dice": r.val("val/dice"), "val IoU": r.val("val/iou"),
             "Dice per image": r.val("val/dice_per_image"), "IoU per image": r.val("val/iou_per_image"),
-            "pixel acc": r.val("val/pixel_acc"),
+            "pixel acc": r.val("val/pixel_acc"), "val images": rescore.scope_cell(r),
             # the best epoch is picked on validation Dice, so the last epoch shows how much picking added
             "last-epoch Dice": (r.metrics.get("last") or {}).get("val/dice", float("nan")),
             "epochs": r.metrics.get("epochs"),
             "best epoch": r.metrics.get("best_epoch"), "study Dice": study[0], "study IoU": study[1],
             "Dice - study": r.val("val/dice") - study[0], "wall s": round(r.metrics.get("wall_time_s") or 0),
             "device": device(r),
-            "status": r.status_line, "run": str(r.path),
+            "status": r.status_line, "run": str(r.path.resolve()),
         })
     return sorted(rows, key=lambda x: (x["experiment"], x["model"], x["loss"] or ""))
 
@@ -143,19 +157,27 @@ def figure_curves(runs: list[Run], keys: tuple[str, str], ylabel: str, title: st
                 ax.plot(x, y, style, color=f"C{i % 10}", label=f"{label(r)}: {key}")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    whole_epochs(ax)
     return save_figure(fig, path)
+
+
+def show_mask(ax, mask: torch.Tensor) -> None:
+    """A mask on a fixed scale, whatever values it holds: object (1) white, background black, void grey."""
+    m = mask.numpy()
+    ax.imshow(np.where(m == VOID, 0.5, m == 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
 
 
 def figure_sample(data_cfg: dict, path: Path) -> Path:
     dm = datamodule_from(data_cfg)
     x, m = dm.train_set[0]
-    fig, axes = plt.subplots(1, 2, figsize=(4.4, 2.4))
+    fig, axes = plt.subplots(1, 2, figsize=(4.4, 2.6))
     axes[0].imshow(to_hwc(x.float() / 255), cmap="gray")
     size = data_cfg.get("image_size", 64)
     axes[0].set_title(f"image ({size}x{size} {data_cfg.get('color', 'gray')})", fontsize=8)
-    axes[1].imshow(m[0].numpy(), cmap="gray", vmin=0, vmax=255)
-    axes[1].set_title("target (white void border)", fontsize=8)
+    show_mask(axes[1], m[0])
+    axes[1].set_title("target (object white, void grey)", fontsize=8)
     no_ticks(axes)
+    fig.suptitle("Figure 5: a training pair", fontsize=10)
     return save_figure(fig, path)
 
 
@@ -174,23 +196,29 @@ def figure_predictions(runs: list[Run], data_cfg: dict, path: Path, n: int = 5) 
         if color not in inputs:
             inputs[color] = datamodule_from(data_cfg, color=color).val_set.__getitems__(idx)[0].float() / 255
         task, _ = load_task(r.metrics["best_ckpt"], r.model_cfg)
-        with torch.no_grad():
-            preds.append((label(r), torch.sigmoid(task.net(inputs[color])) > 0.5))
-    cols = 2 + len(preds)
-    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
+        with torch.no_grad():  # as the run was scored: with its test-time augmentation, if it has one
+            preds.append((label(r), task.predict_logits(inputs[color]) > 0))
+    return save_figure(mask_grid(x, m, preds), path)
+
+
+def mask_grid(x: torch.Tensor, masks: torch.Tensor, preds: list[tuple[str, torch.Tensor]]):
+    """Figure 8: a row per image (N, C, H, W in [0, 1]) with its target and each (label, predicted mask)."""
+    n, cols = len(x), 2 + len(preds)
+    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n + 0.5), squeeze=False)
     for i in range(n):
         axes[i][0].imshow(to_hwc(x[i]), cmap="gray")
-        axes[i][1].imshow((m[i, 0] == 1).numpy(), cmap="gray")
+        show_mask(axes[i][1], masks[i, 0])
         for j, (_, p) in enumerate(preds, 2):
-            axes[i][j].imshow(p[i, 0].numpy(), cmap="gray")
+            show_mask(axes[i][j], p[i, 0])
     for j, title in enumerate(["image", "target", *[label for label, _ in preds]]):
         axes[0][j].set_title("\n".join(textwrap.wrap(title, 22)), fontsize=8)  # long labels must not overlap
     no_ticks(axes)
-    return save_figure(fig, path)
+    fig.suptitle("Figure 8: predicted masks on validation images", fontsize=10)
+    return fig
 
 
 def report(runs: list[Run], out: Path) -> dict:
-    runs = [r for r in runs if r.task in TASKS]
+    runs = rescore.on_full_split([r for r in runs if r.task in TASKS], out)
     if not runs:
         return {}
     rows = seg_rows(runs)
@@ -200,10 +228,10 @@ def report(runs: list[Run], out: Path) -> dict:
              "(an image with empty target and empty prediction scores 1). Void (255) pixels are excluded when "
              "data.void=ignore.",
              "The study's numbers are for VOC2009 (749 train / 750 val), 40 epochs; ours are the run's data and "
-             "epochs as listed."]
+             "epochs as listed.", *rescore.note(runs)]
     if ok:
         data_cfg = ok[0].data_cfg
-        rows += baselines(data_cfg)
+        rows += baselines(data_cfg, ok[0].data_name)
         written["figures"].append(figure_sample(data_cfg, out / "figure5.png"))
         shown = featured(ok)
         written["figures"].append(figure_curves(shown, ("train/loss", "val/loss"), "loss",
