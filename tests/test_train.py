@@ -96,8 +96,14 @@ def test_frozen_encoder_refuses_another_architecture(compose_cfg, tmp_path):
 
 def test_eval_scores_a_checkpoint_on_another_split(compose_cfg, tmp_path):
     cfg = compose_cfg(["experiment=segmentation", "debug=tiny", *SMALL])
-    train(cfg)
+    trained = train(cfg)
     ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    # epochs validated 2 batches (debug=tiny); the recorded numbers are the best checkpoint on the whole split
+    whole = evaluate(compose_cfg([f"ckpt_path={ckpt}", f"data.batch_size={cfg.data.batch_size}"],  # pooled loss
+                                 config_name="eval.yaml"))
+    assert trained["val_scope"] == "whole split" and whole["data"]["val_images"] > 2 * cfg.data.batch_size
+    for key, value in whole["val"].items():
+        assert trained["val"][key] == pytest.approx(value, rel=1e-5), key
     ecfg = compose_cfg([f"ckpt_path={ckpt}", "split=train"], config_name="eval.yaml")
     result = evaluate(ecfg)
     assert result["status"] == "ok" and result["split"] == "train"

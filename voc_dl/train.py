@@ -127,6 +127,8 @@ def train(cfg: DictConfig) -> dict:
         last = scalar_metrics(trainer.callback_metrics)
         monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
         best = monitored[0].best_model_path if monitored and monitored[0].best_model_path else None
+        if not trainer.fast_dev_run:  # the best checkpoint on the whole split, as baselines and eval score it
+            trainer.limit_val_batches = 1.0
         val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
         best_epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"] if best else None
         history = run_dir / "history.csv"
@@ -136,7 +138,8 @@ def train(cfg: DictConfig) -> dict:
             datamodule.setup("fit")
         result.update(
             status="ok", epochs=epochs, best_epoch=best_epoch, best_ckpt=best,
-            val=scalar_metrics(val), last=last, data=datamodule.info, wall_time_s=round(time.time() - started, 1),
+            val=scalar_metrics(val), val_scope="first batch" if trainer.fast_dev_run else "whole split",
+            last=last, data=datamodule.info, wall_time_s=round(time.time() - started, 1),
         )
         # the HParams tab compares runs, of one sweep or of every section, by their final metrics
         log_final(trainer.loggers, run_hparams(cfg, result["model"], result["overrides"]),

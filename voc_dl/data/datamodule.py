@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from voc_dl.data import cache, pseudo
+from voc_dl.data.synthetic import MARKER as SYNTHETIC_MARKER
 from voc_dl.data.synthetic import make_synthetic_voc
 from voc_dl.data.voc import (
     VOCDataError,
@@ -278,7 +279,8 @@ class VOCDataModule(pl.LightningDataModule):
 
     def _describe(self, train, val, tr_targets, va_targets, moved: int) -> dict:
         info = {
-            "task": self.task, "root": str(self.root), "year": self.year, "synthetic": self.generate,
+            "task": self.task, "root": str(self.root), "year": self.year,
+            "synthetic": self.generate or (self.root / SYNTHETIC_MARKER).is_file(),
             "train_images": len(self.train_set), "val_images": len(self.val_set),
             "moved_val_to_train": moved,
             "skipped": [s["id"] for s in train.skipped + val.skipped],

@@ -57,6 +57,8 @@ def full_split(run: Run, scores: dict) -> Run:
     if "val" not in run.metrics:  # failed before validating: nothing to score
         return run
     total = (run.metrics.get("data") or {}).get("val_images")
+    if run.metrics.get("val_scope") == "whole split":  # voc_dl.train scored the best checkpoint on all of it
+        return _with(run, run.metrics["val"], {"images": total})
     validated = validated_images(run)
     if validated is not None and validated == total:
         return _with(run, run.metrics["val"], {"images": total})
