@@ -43,7 +43,7 @@ def synthetic_root(tmp_path_factory) -> Path:
 def composer(tmp_path: Path, synthetic_root: Path):
     """Compose conf/train.yaml (or another entry config) as the CLI would, writing into tmp_path."""
 
-    def _compose(overrides=(), config_name="train.yaml", n_images=48):
+    def _compose(overrides=(), config_name="train.yaml"):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name=config_name, return_hydra_config=True, overrides=list(overrides))
@@ -53,12 +53,8 @@ def composer(tmp_path: Path, synthetic_root: Path):
             cfg.hydra.job.num = 0
             cfg.paths.output_dir = str(tmp_path / "outputs")
             cfg.data.cache_dir = str(tmp_path / "cache")
-            if cfg.data.get("synthetic"):
+            if cfg.data.get("synthetic"):  # a root wins over data.synthetic: the shared test tree
                 cfg.data.root = str(synthetic_root)
-                cfg.data.synthetic.n_images = n_images
-                cfg.data.synthetic.seed = 3
-            if "logger" in cfg and cfg.logger is not None:
-                pass
         HydraConfig().set_config(cfg)
         return cfg
 

@@ -18,8 +18,8 @@ from tests.conftest import ROOT
 
 
 def cli(module: str, run_dir: Path, synthetic_root: Path, cache: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", module, *overrides, f"data.root={synthetic_root}", "data.synthetic.n_images=48",
-            "data.synthetic.seed=3", f"data.cache_dir={cache}", f"hydra.run.dir={run_dir}"]
+    return [sys.executable, "-m", module, *overrides, f"data.root={synthetic_root}", f"data.cache_dir={cache}",
+            f"hydra.run.dir={run_dir}"]
 
 
 def run_ok(cmd: list[str], with_log: bool = False):
@@ -114,7 +114,7 @@ def test_a_failing_job_does_not_take_the_sweep_down(tmp_path, synthetic_root):
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "voc_dl.train", "-m", "experiment=classification", "model=pretrained",
            "model.net.weights=null,missing_weights.pth", "model.optimizer.lr=0.001,-1", "debug=fast",
-           "data.batch_size=2", f"data.root={synthetic_root}", "data.synthetic.n_images=48", "data.synthetic.seed=3",
+           "data.batch_size=2", f"data.root={synthetic_root}",
            f"data.cache_dir={tmp_path}/cache", f"hydra.sweep.dir={sweep}", "~logger"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -172,7 +172,7 @@ def test_a_sweep_runs_through_submitit(tmp_path, synthetic_root):
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "voc_dl.train", "-m", "hydra/launcher=submitit_local", "experiment=segmentation",
            "model.loss=bce,dice", "debug=fast", "data.batch_size=2", f"data.root={synthetic_root}",
-           "data.synthetic.n_images=48", "data.synthetic.seed=3", f"data.cache_dir={tmp_path}/cache",
+           f"data.cache_dir={tmp_path}/cache",
            f"hydra.sweep.dir={sweep}", "~logger"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]

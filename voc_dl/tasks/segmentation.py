@@ -15,9 +15,9 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryJaccardIndex
 
+from voc_dl.data.voc import VOID
 from voc_dl.tasks.base import VOCTask
 
-VOID = 255
 LOSSES = ("bce", "dice", "bce_dice")
 
 
