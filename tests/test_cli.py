@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ROOT
 from voc_dl.cli import prepare_overrides
-from voc_dl.demo import merged
+from voc_dl.demo import _quote, merged
 
 
 def test_any_trainer_argument_is_an_override_and_listed_ones_stay_plain():
@@ -70,6 +70,16 @@ def test_demo_args_reach_every_run_and_win_over_the_demos_own():
                                                             "hydra.sweep.dir=x", "debug=fast", "data.root=/v"]
     assert merged(own, ["++trainer.max_epochs=1"])[2:] == ["debug=demo", "hydra.sweep.dir=x",
                                                            "++trainer.max_epochs=1"]
+
+
+def test_demo_prints_commands_a_shell_takes_back_as_they_ran():
+    import shlex
+
+    args = ["-m", "experiment=classification", "model.encoder_ckpt='/o/model.code_size=8192/best.ckpt'",
+            "data.classes=[cat,dog]", 'a"b$c']
+    line = " ".join(_quote(a) for a in args)
+    assert "\"model.encoder_ckpt='/o/model.code_size=8192/best.ckpt'\"" in line
+    assert shlex.split(line) == args
 
 
 def test_make_demo_passes_args_and_tensorboard_binds_this_machine():

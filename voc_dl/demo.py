@@ -32,11 +32,18 @@ def merged(own: list[str], user: list[str]) -> list[str]:
     return [o for o in own if o.startswith("-") or _key(o) not in keys] + user
 
 
+def _quote(arg: str) -> str:
+    """Shell quoting a user would type: "key='a=b'" rather than shlex's '"'"' chains."""
+    if shlex.quote(arg) == arg or any(c in arg for c in '"$`\\'):
+        return shlex.quote(arg)
+    return f'"{arg}"'
+
+
 def run(args: list[str], user: list[str]) -> None:
     cmd = [sys.executable, "-m", "voc_dl.train", *merged(args, user)]
     python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") \
         else sys.executable
-    print("\n$ " + shlex.join([python, *cmd[1:]]), flush=True)
+    print("\n$ " + " ".join(_quote(a) for a in [python, *cmd[1:]]), flush=True)
     subprocess.run(cmd, check=True)
 
 
