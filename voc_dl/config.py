@@ -16,8 +16,8 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from voc_dl.data.synthetic import may_write as synthetic_may_write
-from voc_dl.data.voc import VOC_CLASSES, YEARS
+from voc_dl.data.synthetic import check_writable
+from voc_dl.data.voc import VOC_CLASSES, YEARS, VOCDataError, check_root
 
 TASK_OF_MODEL = {
     "voc_dl.tasks.reconstruction.ReconstructionTask": "reconstruction",
@@ -87,14 +87,13 @@ def validate(cfg: DictConfig) -> None:
             raise _allowed(f"data.{key}", data[key], allowed)
     if data.root is None and not (data.synthetic or {}).get("dir"):
         raise ConfigError("data.root is not set. Fix: data.root=<folder holding VOCdevkit/>, or dataset=synthetic")
-    if data.root is None and not synthetic_may_write(Path(data.synthetic.dir)):
-        raise ConfigError(f"data.synthetic.dir={data.synthetic.dir} holds files the synthetic generator did not "
-                          f"write, so it will not write there. Fix: to train on a VOC tree in it, set "
-                          f"data.root={data.synthetic.dir}; for synthetic data, choose an empty or new folder")
-    if data.root is not None and not data.download and not Path(data.root).expanduser().is_dir():
-        raise ConfigError(f"data.root={data.root} does not exist (voc-dl reads data roots, it never creates "
-                          "them). Fix: point data.root at the folder that holds VOCdevkit/, or add "
-                          "data.download=true to fetch VOC there")
+    try:  # the data layer's own checks, run here before anything is read or written
+        if data.root is None:
+            check_writable(data.synthetic.dir, data.year)
+        else:
+            check_root(data.root, data.download)
+    except VOCDataError as e:
+        raise ConfigError(str(e)) from None
     if cfg.trainer.max_epochs is not None and cfg.trainer.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs} must be at least 1")
 

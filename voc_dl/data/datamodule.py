@@ -22,11 +22,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from voc_dl.data import cache, pseudo
-from voc_dl.data.synthetic import MARKER as SYNTHETIC_MARKER
-from voc_dl.data.synthetic import make_synthetic_voc
+from voc_dl.data.synthetic import generated, make_synthetic_voc
 from voc_dl.data.voc import (
     VOCDataError,
     check_classes,
+    check_root,
     check_tree,
     download_voc,
     load_image,
@@ -166,9 +166,8 @@ class VOCDataModule(pl.LightningDataModule):
             make_synthetic_voc(self.root, self.year, **{k: v for k, v in self.synthetic.items() if k != "dir"})
         elif self.download and not (self.root / "VOCdevkit" / f"VOC{self.year}" / "JPEGImages").is_dir():
             download_voc(self.root, self.year)
-        elif not self.root.is_dir():
-            raise VOCDataError(f"data.root={self.root} does not exist. Fix: point data.root at the folder that "
-                               "holds VOCdevkit/, or add data.download=true to fetch VOC there")
+        else:
+            check_root(self.root, download=False)
         for split in (self.train_split, self.val_split):
             self._entry(split)
         if self.pseudo_label_ckpt:
@@ -280,7 +279,7 @@ class VOCDataModule(pl.LightningDataModule):
     def _describe(self, train, val, tr_targets, va_targets, moved: int) -> dict:
         info = {
             "task": self.task, "root": str(self.root), "year": self.year,
-            "synthetic": self.generate or (self.root / SYNTHETIC_MARKER).is_file(),
+            "synthetic": self.generate or generated(self.root, self.year),
             "train_images": len(self.train_set), "val_images": len(self.val_set),
             "moved_val_to_train": moved,
             "skipped": [s["id"] for s in train.skipped + val.skipped],

@@ -120,7 +120,23 @@ def _make_image(rng: np.random.Generator, classes: list[str]):
     return img, mask, flags
 
 
-def may_write(root: Path) -> bool:
+def generated(root: str | os.PathLike, year: str | int) -> bool:
+    """True for a tree this generator wrote: its folder's marker, or the VOC<year> one of older trees."""
+    return (Path(root) / MARKER).is_file() or (voc_dir(root, year) / MARKER).is_file()
+
+
+def check_writable(root: str | os.PathLike, year: str | int) -> None:
+    """Refuse, before anything is written, a folder that may hold someone's data."""
+    root = Path(root)
+    target = voc_dir(root, year)
+    if not _may_write(root) or (target.exists() and not (target / MARKER).is_file()):
+        raise VOCDataError(
+            f"data.synthetic.dir={root} holds files the synthetic generator did not write, so it will not write "
+            f"there. Fix: to train on a VOC tree in it, set data.root={root}; for synthetic data, choose an "
+            "empty or new folder")
+
+
+def _may_write(root: Path) -> bool:
     """True when voc-dl may write in `root`: missing, empty, or made by this generator (its markers)."""
     if not root.exists():
         return True
@@ -143,12 +159,8 @@ def make_synthetic_voc(root: str | os.PathLike, year: str = "2009", n_images: in
     place, so a killed generation leaves nothing half-written; a tree with the same parameters is reused.
     """
     root = Path(root)
+    check_writable(root, year)
     target = voc_dir(root, year)
-    if not may_write(root) or (target.exists() and not (target / MARKER).is_file()):
-        raise VOCDataError(
-            f"{root} holds files the synthetic generator did not write, so it will not write there. Fix: to "
-            f"train on a VOC tree in it, set data.root={root}; for synthetic data, choose an empty or new "
-            "folder (data.synthetic.dir=...)")
     params = {"year": str(year), "n_images": n_images, "seed": seed, "version": 1}
     marker = target / MARKER
     if marker.exists() and json.loads(marker.read_text()) == params:

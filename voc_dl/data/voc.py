@@ -37,6 +37,14 @@ def voc_dir(root: str | os.PathLike, year: str | int) -> Path:
     return Path(root).expanduser() / "VOCdevkit" / f"VOC{year}"
 
 
+def check_root(root: str | os.PathLike, download: bool) -> None:
+    """A data root exists, unless a download is to create it: voc-dl reads data roots, it never creates them."""
+    if not download and not Path(root).expanduser().is_dir():
+        raise VOCDataError(f"data.root={root} does not exist (voc-dl reads data roots, it never creates them). "
+                           "Fix: point data.root at the folder that holds VOCdevkit/, or add data.download=true "
+                           "to fetch VOC there")
+
+
 def check_tree(root: str | os.PathLike, year: str | int) -> Path:
     """The VOC<year> folder, or a VOCDataError that says where it looked and how to fix it."""
     year = str(year)

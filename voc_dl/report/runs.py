@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voc_dl.data.synthetic import MARKER
+from voc_dl.data.synthetic import generated
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Run:
         root = info.get("root") or self.data_cfg.get("root")
         year = info.get("year") or self.data_cfg.get("year")
         # a generated tree given as data.root is recorded as the user's data, but the generator marked it
-        if root and any((p / MARKER).is_file() for p in (Path(root), Path(root) / "VOCdevkit" / f"VOC{year}")):
+        if root and generated(root, year):
             return True
         if "synthetic" in info:
             return bool(info["synthetic"])
