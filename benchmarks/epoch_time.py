@@ -22,7 +22,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from common import compose_train, save  # benchmarks/ is on sys.path when a script runs
 
-from voc_dl.config import hardware
+from voc_dl.hardware import hardware
 from voc_dl.train import build
 
 

@@ -47,6 +47,7 @@ LENGTH = {
 }
 TOLERANCE = 0.05
 # Overrides that do not change what a run computes: a finished run made with other values is still reused.
+# (Not the plumbing list of conf/hydra/default.yaml: that one holds the epochs and data set, which do.)
 NEUTRAL = ("trainer.deterministic", "data.cache_dir", "hydra.")
 
 

@@ -25,7 +25,7 @@ import torch
 from common import compose_train, save  # benchmarks/ is on sys.path when a script runs
 from fidelity import SECTIONS  # the same net per section as the end-of-run comparison
 
-from voc_dl.config import hardware
+from voc_dl.hardware import hardware
 from voc_dl.train import build
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from common import compose_train, save  # benchmarks/ is on sys.path when a script runs
 from pytorch_lightning.utilities import move_data_to_device
 
-from voc_dl.config import hardware
+from voc_dl.hardware import hardware
 from voc_dl.train import build
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from common import save  # benchmarks/ is on sys.path when a script runs
 from torch.utils.flop_counter import FlopCounterMode
 
-from voc_dl.config import cpu_has_bf16, hardware
+from voc_dl.hardware import cpu_has_bf16, hardware
 from voc_dl.models.autoencoder import AutoEncoder
 from voc_dl.models.classifiers import DeepCNN, EncoderClassifier
 from voc_dl.models.fast_conv import nchw_weight_grad

@@ -18,6 +18,8 @@ CONF = ROOT / "conf"
 SHARED_VOC = ROOT.parent / "shared" / "voc"
 # pytest-xdist workers share the cores: each takes its part (and so do the commands it starts), so the
 # suite does not oversubscribe them
+# A task's optimiser as the config a task takes (conf/optim/)
+ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-3}
 THREADS = max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 torch.set_num_threads(THREADS)
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))

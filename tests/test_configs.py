@@ -9,11 +9,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF, ROOT
-from voc_dl.config import ConfigError, resolve_precision, validate
+from voc_dl.config import ConfigError, validate
+from voc_dl.hardware import resolve_precision
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 MODELS = {
-    "autoencoder": ["autoencoder"], "autoencoder_improved": ["autoencoder_improved"],
+    "autoencoder": ["autoencoder"], "autoencoder_improved": ["autoencoder"],
     "classification": ["deep_cnn", "encoder", "frozen_encoder", "pretrained"], "segmentation": ["segnet", "unet"],
     "segmentation_improved": ["unet", "segnet"], "segmentation_selftrain": ["unet"],
 }
@@ -24,7 +25,7 @@ def test_every_experiment_is_covered():
     assert set(EXPERIMENTS) == set(MODELS)
 
 
-@pytest.mark.parametrize("group", ["data", "dataset", "callbacks", "logger", "trainer", "debug", "paths"])
+@pytest.mark.parametrize("group", ["data", "dataset", "callbacks", "logger", "trainer", "debug", "paths", "optim"])
 def test_every_group_option_composes(compose_cfg, group):
     for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
         cfg = compose_cfg([f"{group}={option}"])
@@ -33,6 +34,7 @@ def test_every_group_option_composes(compose_cfg, group):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_and_model_composes_and_validates(compose_cfg, experiment, tmp_path):
+    (tmp_path / "x.ckpt").touch()
     for model in MODELS[experiment]:
         extra = [f"{NEEDS[k]}={tmp_path}/x.ckpt" for k in (model, experiment) if k in NEEDS]
         cfg = compose_cfg([f"experiment={experiment}", f"model={model}", *extra])
@@ -40,6 +42,8 @@ def test_every_experiment_and_model_composes_and_validates(compose_cfg, experime
         resolved = OmegaConf.to_container(cfg.model, resolve=True)
         assert resolved["_target_"].startswith("voc_dl.tasks.")
         assert cfg.task_name == experiment
+        # the data follow the model: the task module's name is the data task
+        assert resolved["_target_"] == f"voc_dl.tasks.{cfg.data.task}.{cfg.data.task.capitalize()}Task"
 
 
 def test_shared_voc_preset_selects_the_stand_in_classes(compose_cfg):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from voc_dl.config import resolve_precision
+from voc_dl.hardware import resolve_precision
 from voc_dl.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

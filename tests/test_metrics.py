@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import pytest
 import torch
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from tests.conftest import ADAM
 from voc_dl.tasks.classification import classification_metrics
 from voc_dl.tasks.reconstruction import ReconstructionTask
 from voc_dl.tasks.segmentation import masked_bce, per_image_dice_iou, segmentation_metrics, soft_dice_loss
@@ -98,7 +98,7 @@ def test_losses_ignore_void_pixels():
 def test_ssim_stays_fp32_inside_a_bf16_autocast_step():
     # Lightning runs validation_step under autocast; SSIM's Gaussian filters are convolutions that autocast
     # would run in bf16, where its variance terms cancel. The task must score exactly as plain fp32 does.
-    task = ReconstructionTask(code_size=2048, optimizer=partial(torch.optim.Adam, lr=1e-3), channels_last=False)
+    task = ReconstructionTask(code_size=2048, optimizer=ADAM, channels_last=False)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 64, 64, generator=gen)
     pred = (x + 0.05 * torch.randn(x.shape, generator=gen)).clamp(0, 1)

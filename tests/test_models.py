@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from tests.conftest import assert_fp32_close
+from tests.conftest import ADAM, assert_fp32_close
 from voc_dl.models.autoencoder import AutoEncoder, ConvEncoder
 from voc_dl.models.classifiers import DeepCNN, EncoderClassifier, PretrainedClassifier
 from voc_dl.models.fast_conv import NCHWWeightGradConv2d, nchw_weight_grad
@@ -48,6 +48,14 @@ def test_classifier_parameter_counts_match_the_study():
     assert trainable(EncoderClassifier(3, freeze_encoder=True)) == 24_579
     assert trainable(EncoderClassifier(3, freeze_encoder=False)) == 419_043
     assert trainable(EncoderClassifier(20, freeze_encoder=True)) == 8192 * 20 + 20
+
+
+@pytest.mark.parametrize("size", [64, 128, 256])
+def test_encoder_classifier_head_follows_the_image_size(size):
+    # three 2x2 pools: the 8192-code encoder gives 32 x (size/8)^2 features
+    net = EncoderClassifier(3, freeze_encoder=True, image_size=size)
+    assert net.head.in_features == 32 * (size // 8) ** 2
+    assert net(torch.rand(2, 3, size, size)).shape == (2, 3)
 
 
 def test_retrained_encoder_starts_with_zero_biases():
@@ -121,8 +129,9 @@ def test_feature_cache_only_for_frozen_nets_and_off_with_augmentation():
     first = torch.manual_seed(1) and net(x)  # the head's dropout draws the same mask after the same seed
     torch.testing.assert_close(torch.manual_seed(1) and net(x), first, rtol=0, atol=0)
     assert net.feature_cache.misses == 2 and net.feature_cache.hits == 2
-    task = ClassificationTask(EncoderClassifier(3, freeze_encoder=True, cache_features=True), 3, augment=True,
-                              optimizer=torch.optim.Adam)
+    net = {"_target_": "voc_dl.models.classifiers.EncoderClassifier", "num_classes": 3, "freeze_encoder": True,
+           "cache_features": True}
+    task = ClassificationTask(net, 3, augment=True, optimizer=ADAM)
     assert task.net.feature_cache is None
 
 
@@ -215,13 +224,13 @@ def test_task_switches_conv_route_at_fit_start_only_when_configured_and_on_a_cpu
     for helps in (False, True):
         monkeypatch.setattr("voc_dl.tasks.base.helps_on_this_cpu", lambda helps=helps: helps)
         for flag in (False, True):
-            task = ReconstructionTask(code_size=8192, optimizer=torch.optim.Adam, nchw_weight_grad=flag)
+            task = ReconstructionTask(code_size=8192, optimizer=ADAM, nchw_weight_grad=flag)
             task.on_fit_start()
             assert any(type(m) is NCHWWeightGradConv2d for m in task.net.modules()) == (flag and helps)
 
 
 def test_cpu_flags_drive_bf16_and_the_conv_route(monkeypatch):
-    import voc_dl.config as config
+    import voc_dl.hardware as config
     from voc_dl.models.fast_conv import helps_on_this_cpu
 
     for flags, bf16, avx2_fix in (("fpu avx2 fma", False, True), ("avx2 avx512f avx512_bf16", True, False),

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from tests.conftest import ROOT
+from tests.conftest import ADAM, ROOT
 from tests.test_configs import MODELS
 from voc_dl.eval import evaluate
 from voc_dl.tasks.classification import ClassificationTask
@@ -74,8 +74,9 @@ def test_frozen_encoder_loads_a_real_section1_checkpoint(compose_cfg, tmp_path):
                        "debug=fast", *SMALL])
     import hydra
     from omegaconf import OmegaConf
-    task = hydra.utils.instantiate(OmegaConf.to_container(cfg.model, resolve=True), _convert_="all")
+    task = hydra.utils.instantiate(OmegaConf.to_container(cfg.model, resolve=True), _recursive_=False)
     assert task.trainable_parameters() == 24_579
+    task.setup("fit")  # a new training starts from the encoder; a loaded checkpoint holds its weights
     assert torch.equal(task.net.encoder[0].weight, state["net.encoder.0.weight"])
     assert train(cfg)["status"] == "ok"
 
@@ -175,15 +176,11 @@ def overfit(task, batch, steps=12):
     return losses
 
 
-def adam(params):
-    return torch.optim.Adam(params, lr=1e-3)
-
-
 @pytest.mark.numerics
 @pytest.mark.parametrize("loss", ["mse", "mae"])
 def test_autoencoder_steps_lower_the_loss(loss):
     torch.manual_seed(0)
-    task = ReconstructionTask(code_size=8192, loss=loss, optimizer=adam, channels_last=False)
+    task = ReconstructionTask(code_size=8192, loss=loss, optimizer=ADAM, channels_last=False)
     task.log = task.log_dict = lambda *a, **k: None
     x = (torch.rand(2, 3, 1, 1) * 0.8 + 0.1).expand(2, 3, 128, 128).contiguous()  # flat colours, far from grey
     losses = overfit(task, x, steps=12)
@@ -193,10 +190,9 @@ def test_autoencoder_steps_lower_the_loss(loss):
 @pytest.mark.numerics
 @pytest.mark.parametrize("loss", ["bce", "dice", "bce_dice"])
 def test_segmentation_steps_lower_the_loss(loss):
-    from voc_dl.models.segmenter import SegNet
-
     torch.manual_seed(0)
-    task = SegmentationTask(SegNet(filters=(32, 16, 16, 8)), loss=loss, optimizer=adam, channels_last=False)
+    task = SegmentationTask({"_target_": "voc_dl.models.segmenter.SegNet", "filters": (32, 16, 16, 8)}, loss=loss,
+                            optimizer=ADAM, channels_last=False)
     task.log = task.log_dict = lambda *a, **k: None
     mask = torch.zeros(4, 1, 64, 64, dtype=torch.uint8)
     mask[:, :, 16:48, 16:48] = 1
@@ -208,11 +204,10 @@ def test_segmentation_steps_lower_the_loss(loss):
 
 @pytest.mark.numerics
 def test_classification_steps_lower_the_loss():
-    from voc_dl.models.classifiers import DeepCNN
-
     torch.manual_seed(0)
-    task = ClassificationTask(DeepCNN(3, filters=(8, 8, 16, 16, 16), dropout=0.0, head_dropout=0.0), 3,
-                              optimizer=adam, channels_last=False)
+    net = {"_target_": "voc_dl.models.classifiers.DeepCNN", "num_classes": 3, "filters": (8, 8, 16, 16, 16),
+           "dropout": 0.0, "head_dropout": 0.0}
+    task = ClassificationTask(net, 3, optimizer=ADAM, channels_last=False)
     task.log = task.log_dict = lambda *a, **k: None
     x, y = torch.rand(8, 3, 128, 128), torch.randint(0, 2, (8, 3)).float()
     losses = overfit(task, (x, y), steps=15)
@@ -308,8 +303,10 @@ def test_segmentation_zoom_keeps_image_and_mask_aligned():
 
 def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror():
     torch.manual_seed(0)
-    net = torch.nn.Conv2d(1, 1, 3, padding=1)  # not mirror-symmetric: TTA must change its output
-    task = SegmentationTask(net=net, optimizer=torch.optim.Adam, tta=True)
+    # a conv that is not mirror-symmetric: TTA must change its output
+    task = SegmentationTask(net={"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 1,
+                                 "kernel_size": 3, "padding": 1}, optimizer=ADAM, tta=True)
+    net = task.net
     x = torch.rand(2, 1, 8, 8)
     with torch.no_grad():
         plain, mirrored = net(x), net(x.flip(-1)).flip(-1)
@@ -321,7 +318,7 @@ def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror():
 
 def test_segmentation_rejects_zoom_below_one():
     with pytest.raises(ValueError, match="model.max_zoom"):
-        SegmentationTask(net=torch.nn.Conv2d(1, 1, 1), optimizer=torch.optim.Adam, max_zoom=0.5)
+        SegmentationTask(net={"_target_": "torch.nn.Identity"}, optimizer=ADAM, max_zoom=0.5)
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(compose_cfg, tmp_path):

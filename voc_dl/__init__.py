@@ -19,4 +19,8 @@ OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 # `${channels:${data.color}}` gives a net the input channels of the images the data config serves.
 OmegaConf.register_new_resolver("channels", lambda color: {"rgb": 3, "gray": 1}.get(color, color), replace=True)
 
+# `${task_of:${model._target_}}`: the task a model trains, the name of its module (voc_dl.tasks.<task>.<Class>),
+# so the data config follows the experiment's model instead of each experiment repeating it.
+OmegaConf.register_new_resolver("task_of", lambda target: str(target).split(".")[-2], replace=True)
+
 __version__ = "0.1.0"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,26 +13,12 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.seed import _collect_rng_states, _set_rng_states
 
+from voc_dl.atomic import atomic_write_bytes, atomic_write_text
+
 
 def scalar_metrics(metrics: dict) -> dict:
     """The `<stage>/<name>` scalars of a Lightning metrics dict, as plain floats (for metrics.json)."""
     return {k: float(v) for k, v in sorted(metrics.items()) if "/" in k and (not torch.is_tensor(v) or v.numel() == 1)}
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, rename: readers see the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

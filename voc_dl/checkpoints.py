@@ -1,7 +1,8 @@
 """Rebuilding a trained voc-dl model, and the data it trained on, from its checkpoint file alone.
 
-Eval, the report, pseudo-labelling and benchmarks all load checkpoints here, so none of them needs an
-entry point: data flows VOC tree -> cache -> DataModule -> task -> run folder -> report.
+A checkpoint carries its task's constructor arguments (the network and optimiser as config) and the
+DataModule's, so `<Task>.load_from_checkpoint(path)` works on its own; `load_task` also finds the class,
+from the checkpoint's `voc_dl_task` entry. Eval, the report, pseudo-labelling and benchmarks all load here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hydra
 import torch
 
 from voc_dl.config import ConfigError
+from voc_dl.tasks.base import TASK_KEY
 
 
 def init_arguments(cls: type) -> set[str]:
@@ -25,29 +27,37 @@ def init_arguments(cls: type) -> set[str]:
     return names
 
 
-def load_task(ckpt_path: str | Path, model_cfg: dict | None = None, overrides: dict | None = None):
-    """The trained LightningModule of a checkpoint (eval mode, CPU) and the data config it trained on.
+def _saved_config(ckpt: dict, path, model_cfg: dict | None) -> tuple[type, dict, dict]:
+    """(task class, constructor arguments, data settings) of a checkpoint, of either format."""
+    if TASK_KEY in ckpt:
+        return (hydra.utils.get_class(ckpt[TASK_KEY]), dict(ckpt["hyper_parameters"]),
+                dict(ckpt.get("datamodule_hyper_parameters") or {}))
+    # Written before checkpoints described themselves: voc_dl.train stored the Hydra model and data
+    # configs beside the weights (or the run's metrics.json holds them, which the report passes).
+    saved = ckpt.get("voc_dl") or ({"model": model_cfg, "data": {}} if model_cfg else None)
+    if saved is None:
+        raise ConfigError(f"ckpt_path={path} was not written by voc_dl.train (no '{TASK_KEY}' entry), so the "
+                          "network cannot be rebuilt from it. Fix: use a checkpoint of a voc-dl run")
+    model = dict(saved["model"])
+    cls = hydra.utils.get_class(model.pop("_target_"))
+    data = {k: v for k, v in (saved.get("data") or {}).items() if k != "_target_"}
+    return cls, model, data
 
-    The network is rebuilt from the config voc_dl.train stores in the checkpoint; `model_cfg` rebuilds
-    it instead for checkpoints that predate that. `overrides` replace top-level keys of that config.
+
+def load_task(ckpt_path: str | Path, model_cfg: dict | None = None, overrides: dict | None = None):
+    """The trained LightningModule of a checkpoint (eval mode, CPU) and the data settings it trained on.
+
+    `overrides` replace constructor arguments that do not change the weights (e.g. `tta`); `model_cfg`
+    rebuilds checkpoints that carry no config of their own.
     """
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    data_cfg = {}
-    if not model_cfg:
-        saved = ckpt.get("voc_dl")
-        if saved is None:
-            raise ConfigError(f"ckpt_path={ckpt_path} was not written by voc_dl.train (no 'voc_dl' entry), so the "
-                             "network cannot be rebuilt from it. Fix: use a checkpoint of a voc-dl run")
-        model_cfg, data_cfg = saved["model"], saved["data"]
-    allowed = set(model_cfg) | init_arguments(hydra.utils.get_class(model_cfg["_target_"]))
+    cls, hparams, data_cfg = _saved_config(ckpt, ckpt_path, model_cfg)
+    allowed = set(hparams) | init_arguments(cls)
     unknown = sorted(set(overrides or {}) - allowed)
     if unknown:
-        raise ConfigError(f"model.{unknown[0]}: not a setting of {model_cfg['_target_']} (it takes: "
-                         f"{', '.join(sorted(k for k in allowed if not k.startswith('_')))})")
-    model_cfg = {**model_cfg, **(overrides or {})}
-    if "encoder_ckpt" in model_cfg:
-        model_cfg = {**model_cfg, "encoder_ckpt": None}  # the checkpoint holds every weight already
-    task = hydra.utils.instantiate(model_cfg, _convert_="all")
+        raise ConfigError(f"model.{unknown[0]}: not a setting of {cls.__name__} (it takes: "
+                          f"{', '.join(sorted(k for k in allowed if not k.startswith('_')))})")
+    task = cls(**{**hparams, **(overrides or {})})
     task.load_state_dict(ckpt["state_dict"])
     return task.eval(), data_cfg
 
@@ -55,7 +65,7 @@ def load_task(ckpt_path: str | Path, model_cfg: dict | None = None, overrides: d
 def datamodule_from(data_cfg: dict, **overrides):
     from voc_dl.data.datamodule import VOCDataModule
 
-    # Reports and evaluation read the labelled data only: no teacher re-run for a self-trained run's config.
+    # Reports and evaluation read the labelled data only, never a self-trained run's pseudo-labels.
     kwargs = {k: v for k, v in data_cfg.items() if k not in ("_target_", "pseudo_label_ckpt")} | overrides
     dm = VOCDataModule(**kwargs)
     dm.prepare_data()

@@ -7,26 +7,32 @@ sweep fails in a second instead of after an hour of decoding.
 from __future__ import annotations
 
 import functools
-import os
-import platform
 from pathlib import Path
 
-import hydra
-import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from voc_dl.data.synthetic import check_writable
 from voc_dl.data.voc import VOC_CLASSES, YEARS, VOCDataError, check_root
+from voc_dl.models.autoencoder import CODE_DEPTH
+from voc_dl.models.classifiers import BACKBONES
+from voc_dl.tasks import reconstruction, segmentation
 
 TASK_OF_MODEL = {
     "voc_dl.tasks.reconstruction.ReconstructionTask": "reconstruction",
     "voc_dl.tasks.classification.ClassificationTask": "classification",
     "voc_dl.tasks.segmentation.SegmentationTask": "segmentation",
 }
-LOSSES = {"reconstruction": ("mse", "mae"), "segmentation": ("bce", "dice", "bce_dice")}
-CODE_SIZES = (2048, 4096, 8192)
-BACKBONES = ("alexnet", "resnet18", "resnet34", "resnet50", "vgg11_bn", "mobilenet_v3_small")
+LOSSES = {"reconstruction": tuple(reconstruction.LOSSES), "segmentation": segmentation.LOSSES}
+
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+@functools.cache
+def plumbing_keys() -> frozenset[str]:
+    """Override keys that do not tell runs apart (paths, devices, threads, length): sweep folder names leave
+    them out, and so do run names in the report. Their one home is conf/hydra/default.yaml."""
+    return frozenset(OmegaConf.load(CONF_DIR / "hydra" / "default.yaml").job.config.override_dirname.exclude_keys)
 
 
 class ConfigError(ValueError):
@@ -51,6 +57,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} is required by experiment={cfg.task_name}: {what}. Fix: {key}=<path>")
     if missing:
         raise ConfigError(f"missing config value(s): {', '.join(missing)}")
+    if model.get("encoder_ckpt"):  # read only when training starts: fail now, not after the data are ready
+        reconstruction.encoder_file(model.encoder_ckpt)
     task = TASK_OF_MODEL.get(model.get("_target_"))
     if task is None:
         raise _allowed("model._target_", model.get("_target_"), TASK_OF_MODEL)
@@ -58,15 +66,15 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.task={data.task!r} but model {model._target_.rsplit('.', 1)[-1]} trains "
                           f"{task!r}. Fix: use experiment={'autoencoder' if task == 'reconstruction' else task} "
                           f"or set data.task={task}")
-    if task == "reconstruction" and model.code_size not in CODE_SIZES:
-        raise _allowed("model.code_size", model.code_size, CODE_SIZES)
+    if task == "reconstruction" and model.code_size not in CODE_DEPTH:
+        raise _allowed("model.code_size", model.code_size, CODE_DEPTH)
     if task in LOSSES and model.loss not in LOSSES[task]:
         raise _allowed("model.loss", model.loss, LOSSES[task])
     net = model.get("net") or {}
     if "backbone" in net and net.backbone not in BACKBONES:
         raise _allowed("model.net.backbone", net.backbone, BACKBONES)
-    if net.get("code_size") is not None and net.code_size not in CODE_SIZES:
-        raise _allowed("model.net.code_size", net.code_size, CODE_SIZES)
+    if net.get("code_size") is not None and net.code_size not in CODE_DEPTH:
+        raise _allowed("model.net.code_size", net.code_size, CODE_DEPTH)
     lr = model.optimizer.get("lr")
     if lr is None or not lr > 0:
         raise ConfigError(f"model.optimizer.lr={lr} must be a positive number")
@@ -96,53 +104,3 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(str(e)) from None
     if cfg.trainer.max_epochs is not None and cfg.trainer.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs} must be at least 1")
-
-
-def instantiate(config, **kwargs):
-    """hydra.utils.instantiate, raising the underlying error so its message reaches the user first."""
-    try:
-        return hydra.utils.instantiate(config, **kwargs)
-    except InstantiationException as e:
-        raise (e.__cause__ or e) from None
-
-
-@functools.cache  # fixed for the process; precision and conv-route choices both ask
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (empty where /proc/cpuinfo is not there)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    return frozenset(f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split())
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 on this CPU (AVX512-BF16 or AMX): then bf16 autocast is faster, not emulated."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-def resolve_precision(requested: str | int, fp32: bool, accelerator: str) -> str:
-    if fp32:
-        return "32-true"
-    if str(requested) != "auto":
-        return str(requested)
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_has_bf16() else "32-true"
-
-
-def hardware() -> dict:
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info["device"] = torch.cuda.get_device_name(0)
-    else:
-        name = platform.processor() or "cpu"
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        info["device"] = f"CPU: {name} ({os.cpu_count()} cores)"
-    return info

@@ -22,9 +22,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import voc_dl  # noqa: F401  (registers the config resolvers)
 from voc_dl import cli
-from voc_dl.callbacks import atomic_write_text, scalar_metrics
+from voc_dl.atomic import atomic_write_text
+from voc_dl.callbacks import scalar_metrics
 from voc_dl.checkpoints import load_task
-from voc_dl.config import ConfigError, hardware, instantiate, resolve_precision
+from voc_dl.config import ConfigError
+from voc_dl.hardware import hardware, resolve_precision
+from voc_dl.instantiate import instantiate
 
 log = logging.getLogger("voc_dl")
 

@@ -75,6 +75,7 @@ def run_hparams(cfg: DictConfig, net: str, overrides: list[str]) -> dict:
         "task": cfg.task_name,
         "experiment": choices.get("experiment"),
         "model": choices.get("model"),
+        "optim": choices.get("optim"),
         "net": net,
         "debug": choices.get("debug"),
         "model.code_size": cfg.model.get("code_size"),

@@ -23,9 +23,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import voc_dl  # noqa: F401  (registers the config resolvers)
 from voc_dl import cli
-from voc_dl.callbacks import AtomicCheckpointIO, atomic_write_text, scalar_metrics
-from voc_dl.config import hardware, instantiate, resolve_precision, validate
+from voc_dl.atomic import atomic_write_text
+from voc_dl.callbacks import AtomicCheckpointIO, scalar_metrics
+from voc_dl.config import validate
+from voc_dl.hardware import hardware, resolve_precision
 from voc_dl.hparams import log_final, run_hparams
+from voc_dl.instantiate import instantiate
 
 log = logging.getLogger("voc_dl")
 
@@ -92,18 +95,52 @@ def build(cfg: DictConfig):
         torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True)
     precision = resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, _convert_="all")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True) | {"monitor": OmegaConf.to_container(cfg.monitor)}
     if cfg.fp32:
         model_cfg["channels_last"] = False
-    model = instantiate(model_cfg, _convert_="all")
-    # Saved into every checkpoint, so `voc_dl.eval` can rebuild the network from the file alone.
-    model.run_config = {"model": model_cfg, "data": OmegaConf.to_container(cfg.data, resolve=True)}
+    # not recursive: the task receives its network and optimiser as config, builds them and saves that
+    # config in every checkpoint (Lightning's hyperparameters), which is all a checkpoint needs to load
+    model = instantiate(model_cfg, _recursive_=False, _convert_="all")
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer = hydra.utils.instantiate(cfg.trainer, precision=precision, callbacks=callbacks,
                                       logger=loggers or False, plugins=[AtomicCheckpointIO()])
     return datamodule, model, trainer
+
+
+def fit(datamodule, model, trainer, ckpt_path: str | None) -> dict:
+    """Train, then score the best checkpoint (by `monitor`) on the whole validation split, as the
+    baselines and `voc_dl.eval` score it."""
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    last = scalar_metrics(trainer.callback_metrics)
+    monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
+    best = monitored[0].best_model_path if monitored and monitored[0].best_model_path else None
+    if not trainer.fast_dev_run:
+        trainer.limit_val_batches = 1.0
+    val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+    if not datamodule.info:  # ddp_spawn set the data up in its child processes only
+        datamodule.setup("fit")
+    return {"best_ckpt": best, "best_epoch": torch.load(best, map_location="cpu", weights_only=False)["epoch"]
+            if best else None, "val": scalar_metrics(val), "last": last,
+            "val_scope": "first batch" if trainer.fast_dev_run else "whole split"}
+
+
+def record(cfg: DictConfig, result: dict, trainer, fitted: dict, data_info: dict, started: float) -> dict:
+    """metrics.json and the TensorBoard HParams session of a finished run."""
+    run_dir = Path(cfg.paths.run_dir)
+    history = run_dir / "history.csv"
+    # ddp_spawn trains in child processes: the parent's epoch counter stays 0, history.csv does not
+    epochs = max(trainer.current_epoch, len(history.read_text().splitlines()) - 1 if history.exists() else 0)
+    result.update(status="ok", epochs=epochs, **fitted, data=data_info, wall_time_s=round(time.time() - started, 1))
+    # the HParams tab compares runs, of one sweep or of every section, by their final metrics
+    log_final(trainer.loggers, run_hparams(cfg, result["model"], result["overrides"]),
+              {f"final/{k}": v for k, v in result["val"].items()}, trainer.global_step, started)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    key = cfg.monitor.metric
+    log.info("done: %s=%.4f (best epoch %s of %s) | checkpoint %s | run folder %s", key,
+             result["val"].get(key, float("nan")), result["best_epoch"], epochs, result["best_ckpt"], run_dir)
+    return result
 
 
 def train(cfg: DictConfig) -> dict:
@@ -121,34 +158,12 @@ def train(cfg: DictConfig) -> dict:
         n_params = model.trainable_parameters()
         log.info("%s: %s trainable parameters (%s)", type(model.net).__name__, f"{n_params:,}",
                  ", ".join(f"{k}={v}" for k, v in cfg.model.items() if k in ("code_size", "loss")) or "-")
-        result.update(model=type(model.net).__name__, trainable_params=n_params, config=model.run_config,
+        result.update(model=type(model.net).__name__, trainable_params=n_params,
+                      config={"model": {"_target_": cfg.model._target_, **model.hparams},
+                              "data": {"_target_": cfg.data._target_, **datamodule.hparams}},
                       precision=str(trainer.precision), max_epochs=cfg.trainer.max_epochs)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        last = scalar_metrics(trainer.callback_metrics)
-        monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
-        best = monitored[0].best_model_path if monitored and monitored[0].best_model_path else None
-        if not trainer.fast_dev_run:  # the best checkpoint on the whole split, as baselines and eval score it
-            trainer.limit_val_batches = 1.0
-        val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
-        best_epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"] if best else None
-        history = run_dir / "history.csv"
-        # ddp_spawn trains in child processes: the parent's epoch counter stays 0, history.csv does not
-        epochs = max(trainer.current_epoch, len(history.read_text().splitlines()) - 1 if history.exists() else 0)
-        if not datamodule.info:  # ddp_spawn set the data up in its child processes only
-            datamodule.setup("fit")
-        result.update(
-            status="ok", epochs=epochs, best_epoch=best_epoch, best_ckpt=best,
-            val=scalar_metrics(val), val_scope="first batch" if trainer.fast_dev_run else "whole split",
-            last=last, data=datamodule.info, wall_time_s=round(time.time() - started, 1),
-        )
-        # the HParams tab compares runs, of one sweep or of every section, by their final metrics
-        log_final(trainer.loggers, run_hparams(cfg, result["model"], result["overrides"]),
-                  {f"final/{k}": v for k, v in result["val"].items()}, trainer.global_step, started)
-        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
-        key = cfg.monitor.metric
-        log.info("done: %s=%.4f (best epoch %s of %s) | checkpoint %s | run folder %s", key,
-                 result["val"].get(key, float("nan")), best_epoch, result["epochs"], best, run_dir)
-        return result
+        fitted = fit(datamodule, model, trainer, ckpt_path)
+        return record(cfg, result, trainer, fitted, datamodule.info, started)
     except BaseException as e:
         # Ctrl-C or a kill (Lightning turns SIGTERM into SIGTERMException) stops a healthy run: interrupted,
         # resumable with ckpt_path=last; anything else is a failure of the run itself.

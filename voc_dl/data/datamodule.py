@@ -116,6 +116,8 @@ class VOCDataModule(pl.LightningDataModule):
         pseudo_label_confidence: float = 0.9,
     ):
         super().__init__()
+        # saved in every checkpoint: LightningDataModule.load_from_checkpoint rebuilds these data settings
+        self.save_hyperparameters()
         if task not in TASKS:
             raise VOCDataError(f"data.task={task!r}; allowed: {', '.join(TASKS)}")
         if color not in ("rgb", "gray"):

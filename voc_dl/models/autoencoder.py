@@ -26,24 +26,18 @@ def check_code_size(code_size: int) -> int:
     return CODE_DEPTH[code_size]
 
 
-INITS = ("keras", "torch")
-
-
-def init_weights(module: nn.Module, init: str) -> nn.Module:
-    """'keras': Glorot-uniform kernels and zero biases, the defaults of the framework the study used.
+def init_weights(module: nn.Module) -> nn.Module:
+    """Glorot-uniform kernels and zero biases, the defaults of Keras, which the study used.
 
     PyTorch's default (Kaiming-uniform with a=sqrt(5)) starts these plain ReLU stacks with
     activations that shrink layer by layer; the study-faithful nets train as reported only with
-    Keras' initialisation. 'torch' keeps PyTorch's default.
+    Keras' initialisation.
     """
-    if init not in INITS:
-        raise ValueError(f"model init={init!r}; allowed: {', '.join(INITS)}")
-    if init == "keras":
-        for m in module.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
     return module
 
 
@@ -84,11 +78,11 @@ class ConvDecoder(nn.Sequential):
 
 
 class AutoEncoder(nn.Module):
-    def __init__(self, code_size: int = 8192, channels: int = 3, norm: bool = False, init: str = "keras"):
+    def __init__(self, code_size: int = 8192, channels: int = 3, norm: bool = False):
         super().__init__()
         self.encoder = ConvEncoder(code_size, channels, norm)
         self.decoder = ConvDecoder(code_size, channels, norm)
-        init_weights(self, init)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

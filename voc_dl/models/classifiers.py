@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from voc_dl.models.autoencoder import ConvEncoder, init_weights
+from voc_dl.models.autoencoder import POOLS, ConvEncoder, init_weights
 from voc_dl.models.feature_cache import FeatureCache
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -25,12 +25,16 @@ class EncoderClassifier(nn.Module):
     """
 
     def __init__(self, num_classes: int = 3, code_size: int = 8192, freeze_encoder: bool = False,
-                 image_size: int = 128, init: str = "keras", cache_features: bool = False):
+                 image_size: int = 128, cache_features: bool = False):
         super().__init__()
         self.encoder = ConvEncoder(code_size)
-        self.head = nn.Linear(code_size * (image_size // 128) ** 2, num_classes)
-        init_weights(self, init)
-        for m in self.encoder.modules():  # the study: "random weights, zero biases" whatever the init
+        # the encoder halves the image POOLS times: 128 px -> 16x16 codes, 64 px -> 8x8
+        side = image_size // 2 ** POOLS
+        if side < 1:
+            raise ValueError(f"model.net.image_size={image_size}: the encoder needs at least {2 ** POOLS} px")
+        self.head = nn.Linear(self.encoder.out_channels * side * side, num_classes)
+        init_weights(self)
+        for m in self.encoder.modules():  # the study: "random weights, zero biases"
             if isinstance(m, nn.Conv2d):
                 nn.init.zeros_(m.bias)
         self.freeze_encoder = freeze_encoder

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voc_dl.config import cpu_flags
+from voc_dl.hardware import cpu_flags
 
 
 class _NCHWWeightGradConv(torch.autograd.Function):

@@ -15,7 +15,7 @@ class SegNet(nn.Module):
     channel: a logit whose sigmoid is the foreground probability.
     """
 
-    def __init__(self, in_channels: int = 1, filters=(256, 128, 64, 32), dropout: float = 0.5, init: str = "keras"):
+    def __init__(self, in_channels: int = 1, filters=(256, 128, 64, 32), dropout: float = 0.5):
         super().__init__()
         f1, f2, f3, f4 = filters
         self.encoder = nn.Sequential(
@@ -30,7 +30,7 @@ class SegNet(nn.Module):
             *conv(f3, f2), nn.Upsample(scale_factor=2),
             nn.Conv2d(f2, 1, 3, padding=1),
         )
-        init_weights(self, init)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

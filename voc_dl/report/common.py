@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from voc_dl.callbacks import atomic_write_bytes, atomic_write_text  # noqa: E402
+from voc_dl.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 DPI = 110  # of the saved figures
 

@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 from urllib.parse import quote
 
-from voc_dl.callbacks import atomic_write_text
+from voc_dl.atomic import atomic_write_text
 from voc_dl.report import autoencoder, classification, segmentation
 from voc_dl.report.common import fmt, md_cell, relative
 from voc_dl.report.runs import Run

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from voc_dl.callbacks import atomic_write_text, scalar_metrics
+from voc_dl.atomic import atomic_write_text
+from voc_dl.callbacks import scalar_metrics
 from voc_dl.checkpoints import datamodule_from, load_task
 from voc_dl.report.runs import Run
 

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voc_dl.config import plumbing_keys
 from voc_dl.data.synthetic import generated
 
 
@@ -66,8 +67,9 @@ class Run:
     @property
     def name(self) -> str:
         """The overrides that made this run, without the experiment and plumbing."""
-        skip = ("experiment=", "dataset=", "data.root=", "hydra.", "data.cache_dir=", "paths.")
-        kept = [o for o in self.metrics.get("overrides", []) if not o.startswith(skip)]
+        plumbing = plumbing_keys()
+        kept = [o for o in self.metrics.get("overrides", []) if not o.startswith("hydra.")
+                and o.lstrip("+~").split("=", 1)[0] not in plumbing]
         return ",".join(kept) or self.path.name
 
     def val(self, key: str, default=float("nan")) -> float:

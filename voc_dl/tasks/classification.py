@@ -20,6 +20,7 @@ from torchmetrics.classification import (
 )
 from torchvision.transforms import v2
 
+from voc_dl.instantiate import instantiate
 from voc_dl.tasks.base import VOCTask
 from voc_dl.tasks.reconstruction import load_encoder_state
 
@@ -42,26 +43,32 @@ def augmentation(size: int) -> nn.Module:
 
 
 class ClassificationTask(VOCTask):
-    def __init__(self, net: nn.Module, num_classes: int, encoder_ckpt: str | None = None,
+    def __init__(self, net: dict, num_classes: int, encoder_ckpt: str | None = None,
                  augment: bool = False, l2: float = 0.0, l2_blocks: tuple[int, ...] = (),
                  early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        if encoder_ckpt:
-            if not hasattr(net, "load_encoder"):
-                raise ValueError(f"model.encoder_ckpt is set but model.net ({type(net).__name__}) has no "
-                                 "autoencoder encoder. Fix: use model=frozen_encoder or unset encoder_ckpt")
-            state, code_size = load_encoder_state(encoder_ckpt)
-            net.load_encoder(state, str(encoder_ckpt), code_size)
-        self.net, self.num_classes = net, num_classes
-        self.augment = augmentation(128) if augment else None
-        if augment and getattr(net, "feature_cache", None) is not None:
-            net.feature_cache = None  # augmented images are new every epoch: nothing to reuse
+        self.save_hyperparameters()
+        self.net, self.num_classes = instantiate(net), num_classes
+        if encoder_ckpt and not hasattr(self.net, "load_encoder"):
+            raise ValueError(f"model.encoder_ckpt is set but model.net ({type(self.net).__name__}) has no "
+                             "autoencoder encoder. Fix: use model=frozen_encoder or unset encoder_ckpt")
+        self.encoder_ckpt = encoder_ckpt
+        self.augment = augment
+        self._augmentation: nn.Module | None = None
+        if augment and getattr(self.net, "feature_cache", None) is not None:
+            self.net.feature_cache = None  # augmented images are new every epoch: nothing to reuse
         self.l2, self.l2_blocks = l2, tuple(l2_blocks)
         self.early_stopping_patience, self.early_stopping_min_delta = early_stopping_patience, early_stopping_min_delta
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.train_logloss, self.val_logloss = MeanMetric(), MeanMetric()
+
+    def setup(self, stage: str) -> None:
+        # Only a new training starts from the Section 1 encoder; a resumed run or a loaded checkpoint holds
+        # every weight already, and the encoder's file need not exist any more.
+        if stage == "fit" and self.encoder_ckpt:
+            state, code_size = load_encoder_state(self.encoder_ckpt)
+            self.net.load_encoder(state, str(self.encoder_ckpt), code_size)
 
     def configure_callbacks(self):
         if not self.early_stopping_patience:
@@ -84,8 +91,10 @@ class ClassificationTask(VOCTask):
         return self.net(self.to_memory_format(x))
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        if self._augmentation is None:
+            self._augmentation = augmentation(x.shape[-1])
         # v2 transforms draw one set of parameters per call: call per image so each gets its own.
-        return torch.stack([self.augment(img) for img in x])
+        return torch.stack([self._augmentation(img) for img in x])
 
     def _step(self, x, y):
         logits = self(x).float()
@@ -94,7 +103,7 @@ class ClassificationTask(VOCTask):
 
     def training_step(self, batch, batch_idx: int):
         x, y = batch
-        if self.augment is not None:
+        if self.augment:
             x = self._augment(x)
         logits, loss = self._step(x, y)
         self.train_metrics.update(torch.sigmoid(logits.detach()), y.int())

@@ -20,7 +20,7 @@ class ReconstructionTask(VOCTask):
         if loss not in LOSSES:
             raise ValueError(f"model.loss={loss!r}; allowed: {', '.join(LOSSES)}")
         super().__init__(**kwargs)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.save_hyperparameters()
         self.net = AutoEncoder(code_size, norm=norm)
         self.loss_name, self.loss_fn = loss, LOSSES[loss]
         self.train_metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()},
@@ -70,12 +70,17 @@ class ReconstructionTask(VOCTask):
             self.log_grid("val/reconstructions", [x, pred])
 
 
-def load_encoder_state(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], int]:
-    """The encoder weights and code size of a Section 1 checkpoint, with errors that say what to fix."""
+def encoder_file(ckpt_path: str | Path) -> Path:
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"model.encoder_ckpt={ckpt_path}: no such file. Fix: train Section 1 first "
                                 "(make autoencoder) or point model.encoder_ckpt at its checkpoints/best.ckpt")
+    return path
+
+
+def load_encoder_state(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], int]:
+    """The encoder weights and code size of a Section 1 checkpoint, with errors that say what to fix."""
+    path = encoder_file(ckpt_path)
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     state = ckpt.get("state_dict", ckpt)
     prefix = "net.encoder."

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryJaccardIndex
 
 from voc_dl.data.voc import VOID
+from voc_dl.instantiate import instantiate
 from voc_dl.tasks.base import VOCTask
 
 LOSSES = ("bce", "dice", "bce_dice")
@@ -60,15 +60,15 @@ def segmentation_metrics(prefix: str) -> MetricCollection:
 
 
 class SegmentationTask(VOCTask):
-    def __init__(self, net: nn.Module, loss: str = "dice", bce_weight: float = 0.5, augment: bool = False,
+    def __init__(self, net: dict, loss: str = "dice", bce_weight: float = 0.5, augment: bool = False,
                  max_zoom: float = 1.0, tta: bool = False, **kwargs):
         if loss not in LOSSES:
             raise ValueError(f"model.loss={loss!r}; allowed: {', '.join(LOSSES)}")
         super().__init__(**kwargs)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.save_hyperparameters()
         if max_zoom < 1:
             raise ValueError(f"model.max_zoom={max_zoom}: must be >= 1 (1 = no zoom)")
-        self.net, self.loss_name, self.bce_weight, self.augment = net, loss, bce_weight, augment
+        self.net, self.loss_name, self.bce_weight, self.augment = instantiate(net), loss, bce_weight, augment
         self.max_zoom, self.tta = max_zoom, tta
         self.train_metrics = segmentation_metrics("train/")
         self.val_metrics = segmentation_metrics("val/")
