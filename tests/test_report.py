@@ -232,7 +232,8 @@ def test_make_all_lists_the_three_sections_then_the_report(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     steps = [line for line in out.stdout.replace("\\\n", " ").splitlines() if "voc_dl." in line]
-    assert "experiment=autoencoder model.code_size=2048,4096,8192 model.loss=mse,mae" in steps[0]
+    assert f"experiment=autoencoder model.code_size=8192 model.loss=mse hydra.run.dir={tmp_path}/encoder" in steps[0]
+    assert "model.code_size=2048,4096 model.loss=mse,mae" in steps[1] and "code_size=8192 model.loss=mae" in steps[2]
     assert any("model=frozen_encoder" in s for s in steps) and any("model=segnet,unet" in s for s in steps)
     order = [next(i for i, s in enumerate(steps) if key in s) for key in
              ("experiment=autoencoder", "experiment=classification", "experiment=segmentation")]

@@ -66,8 +66,7 @@ def test_unlabeled_means_in_no_segmentation_list(partly_labelled_tree):
     ids = unlabeled_ids(base)
     assert ids == sorted(withheld) and not set(ids) & set(val_ids)
     (base / "ImageSets" / "Segmentation" / "extra.txt").write_text("".join(f"{i}\n" for i in withheld))
-    with pytest.raises(VOCDataError, match="nothing to pseudo-label"):
-        unlabeled_ids(base)
+    assert unlabeled_ids(base) == []
 
 
 def segmentation_data(root, tmp_path, **kw) -> VOCDataModule:
@@ -117,6 +116,22 @@ print(json.dumps({{"info": dm.info, "ids": dm.train_ids, "masks": m[:, 0].tolist
     # reports and evaluation read the labelled data only
     assert len(datamodule_from({"task": "segmentation", "root": str(root), "image_size": 16, "color": "gray",
                                 "cache_dir": str(tmp_path / "cache"), "extra_masks": str(out)}).train_set) == len(kept)
+
+
+def test_a_tree_whose_every_photograph_has_a_mask_gets_an_empty_folder(synthetic_root, tmp_path):
+    # the synthetic tree is one: `make segmentation` on it still runs self-training, which then adds nothing
+    out = tmp_path / "masks"
+    ids, masks = fake_masks(synthetic_root, tmp_path, out)
+    assert ids == [] and masks.shape == (0, 16, 16)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["images"] == 0 and manifest["void_fraction"] == 0 and sum(manifest["pixels"].values()) == 0
+    dm = segmentation_data(synthetic_root, tmp_path, extra_masks=str(out))
+    dm.prepare_data()
+    dm.setup()
+    plain = segmentation_data(synthetic_root, tmp_path)
+    plain.prepare_data()
+    plain.setup()
+    assert dm.info["extra_masks"]["images"] == 0 and dm.train_ids == plain.train_ids and len(dm.train_set) > 0
 
 
 def test_extra_masks_of_another_tree_size_or_photographs_are_refused(partly_labelled_tree, synthetic_root, tmp_path):

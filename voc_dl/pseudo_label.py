@@ -88,6 +88,9 @@ def pseudo_label(cfg: DictConfig) -> dict:
     manifest = extra_masks.write(out, datamodule.tree, list(photographs.ids), masks,
                                  teacher={"ckpt_path": str(ckpt.resolve()), "sha256": sha256(ckpt)},
                                  confidence=float(cfg.confidence), color=datamodule.color)
+    if not masks.size:
+        log.warning("every photograph of %s is in an ImageSets/Segmentation list: %s holds no masks, so training "
+                    "with it adds no image", manifest["tree"], out)
     log.info("pseudo-labelled %d photographs of %s with %s, reading them in %s (%.0f%% of pixels void): %s",
              manifest["images"], manifest["tree"], ckpt, datamodule.color, 100 * manifest["void_fraction"], out)
     return manifest

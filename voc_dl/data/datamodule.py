@@ -211,6 +211,10 @@ class VOCDataModule(pl.LightningDataModule):
     def _load_entry(self, split: str) -> tuple[cache.CacheEntry, np.ndarray | None]:
         base = check_tree(self.root, self.year)
         ids, labels = self._selection(split)
+        if split == UNLABELED and not ids:  # every photograph has a mask: an empty set, which a cache cannot hold
+            channels = 3 if self.color == "rgb" else 1
+            empty = np.empty((0, self.image_size, self.image_size, channels), dtype=np.uint8)
+            return cache.CacheEntry(base, {"images": empty}, [], []), None
         jpeg = [base / "JPEGImages" / f"{i}.jpg" for i in ids]
         spec = {"tree": str(base.resolve()), "split": split, "size": self.image_size, "color": self.color}
         if self.task == "segmentation" and split != UNLABELED:

@@ -34,16 +34,12 @@ def retired(key: str) -> str:
 
 
 def unlabeled_ids(base: Path) -> list[str]:
-    """Ids of the photographs of a VOC<year> folder that appear in no Segmentation list."""
+    """Ids of the photographs of a VOC<year> folder that appear in no Segmentation list (none in the synthetic
+    tree, whose every photograph has a mask: its self-training run then adds nothing, and says so)."""
     labelled: set[str] = set()
     for listing in sorted((base / "ImageSets" / "Segmentation").glob("*.txt")):
         labelled.update(read_split_ids(listing))
-    ids = sorted(p.stem for p in (base / "JPEGImages").glob("*.jpg") if p.stem not in labelled)
-    if not ids:
-        raise VOCDataError(f"every photograph in {base}/JPEGImages is in an ImageSets/Segmentation list: there "
-                           "is nothing to pseudo-label. Fix: self-train on a tree with photographs without masks, "
-                           "or train experiment=segmentation_improved on the labelled ones")
-    return ids
+    return sorted(p.stem for p in (base / "JPEGImages").glob("*.jpg") if p.stem not in labelled)
 
 
 def _photographs(tree: Path, ids: list[str]) -> str:
