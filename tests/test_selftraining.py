@@ -234,7 +234,7 @@ def test_pseudo_labelling_then_self_training(compose_cfg, partly_labelled_tree, 
     assert not (tmp_path / "x").exists() and not (root / "masks").exists()
 
 
-def test_the_retired_key_says_what_replaced_it(compose_cfg, capsys):
+def test_the_retired_key_says_what_replaced_it(compose_cfg, capsys, synthetic_root, tmp_path):
     for override in ("data.pseudo_label_ckpt=/t.ckpt", "+data.pseudo_label_confidence=0.6"):
         with pytest.raises(SystemExit):
             prepare_overrides(["experiment=segmentation_selftrain", override])
@@ -252,3 +252,7 @@ def test_the_retired_key_says_what_replaced_it(compose_cfg, capsys):
         cfg.data.pseudo_label_ckpt = "/t.ckpt"
     with pytest.raises(ConfigError, match=r"^data.pseudo_label_ckpt is not a data setting: pseudo-labelling is"):
         validate(cfg)
+    # the report reads older runs, whose data configs hold both keys, as it reads any: labelled data only
+    older = {"task": "segmentation", "root": str(synthetic_root), "image_size": 16, "cache_dir": str(tmp_path),
+             "pseudo_label_ckpt": "/t.ckpt", "pseudo_label_confidence": 0.9}
+    assert datamodule_from(older).info["train_images"] > 0
