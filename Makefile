@@ -19,14 +19,24 @@ REPORT ?= outputs/report
 PRETRAINED_WEIGHTS ?= IMAGENET1K_V1
 # code sizes of experiment=autoencoder_improved in `make autoencoder` (e.g. 2048,4096,8192)
 IMPROVED_CODES ?= 2048
-ENCODER ?= $(STUDY)/autoencoder/model.code_size=8192,model.loss=mse/checkpoints/best.ckpt
-# the self-training teacher of `make segmentation`: the improved U-Net it trains first
-TEACHER ?= $(STUDY)/segmentation_improved/defaults/checkpoints/best.ckpt
+# Runs that later steps read are single runs in folders of their own: a sweep names job folders by their
+# overrides, which PRECISION=, EPOCHS= or ARGS= change, so no line below guesses such a name.
+# Section 1's 8192-code MSE autoencoder (one of Table 1's six jobs), the encoder of `make classifiers`:
+ENCODER_RUN := $(STUDY)/encoder
+ENCODER ?= $(ENCODER_RUN)/checkpoints/best.ckpt
+# the improved U-Net of `make segmentation`, the teacher of self-training, and the masks it writes:
+TEACHER_RUN := $(STUDY)/teacher
+TEACHER ?= $(TEACHER_RUN)/checkpoints/best.ckpt
+PSEUDO_LABELS ?= $(STUDY)/pseudo_labels
 
 DATA_ARGS := $(if $(DATA),dataset=voc2009 data.root=$(abspath $(DATA)) data.year=$(YEAR),dataset=$(DATASET))
 COMMON := $(DATA_ARGS) trainer.accelerator=$(ACCELERATOR) $(if $(PRECISION),trainer.precision=$(PRECISION)) \
 	$(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) $(ARGS)
-TRAIN := $(PY) -m voc_dl.train -m
+TRAIN := $(PY) -m voc_dl.train
+SWEEP := $(TRAIN) -m
+TRAIN_ENCODER := $(TRAIN) experiment=autoencoder model.code_size=8192 model.loss=mse hydra.run.dir=$(ENCODER_RUN) $(COMMON)
+# pseudo-labelling reads the tree the runs read (DATA, DATASET and ARGS' data.* keys); the teacher fixes the rest
+PSEUDO_DATA := $(DATA_ARGS) $(filter data.% +data.% ++data.%,$(ARGS))
 
 .PHONY: help install demo test test-slow lint bench bench-fidelity bench-data bench-epoch autoencoder classifiers segmentation report report-check tensorboard all
 
@@ -81,35 +91,37 @@ bench-data: $(STAMP) ## first-load versus cached-load time of the VOC preprocess
 bench-epoch: $(STAMP) ## seconds per epoch of the study's autoencoder through voc-dl's own trainer (DATASET=shared_voc_study; slow on CPU)
 	$(PY) benchmarks/epoch_time.py $(COMMON)
 
-autoencoder: $(STAMP) ## Section 1: code size x loss sweep (6 jobs), the improved recipe (IMPROVED_CODES), PCA baseline, Table 1, Figures 2-3
-	$(TRAIN) experiment=autoencoder model.code_size=2048,4096,8192 model.loss=mse,mae \
+autoencoder: $(STAMP) ## Section 1: code size x loss (6 jobs, 8192/MSE in STUDY/encoder), the improved recipe (IMPROVED_CODES), PCA baseline, Table 1, Figures 2-3
+	@# as in a sweep, a failing job is recorded (its metrics.json, the report's table) and the others go on
+	-$(TRAIN_ENCODER)
+	$(SWEEP) experiment=autoencoder model.code_size=2048,4096 model.loss=mse,mae \
 		hydra.sweep.dir=$(STUDY)/autoencoder $(COMMON)
-	$(TRAIN) experiment=autoencoder_improved model.code_size=$(IMPROVED_CODES) \
+	$(SWEEP) experiment=autoencoder model.code_size=8192 model.loss=mae hydra.sweep.dir=$(STUDY)/autoencoder $(COMMON)
+	$(SWEEP) experiment=autoencoder_improved model.code_size=$(IMPROVED_CODES) \
 		hydra.sweep.dir=$(STUDY)/autoencoder_improved $(COMMON)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section autoencoder
 
-$(ENCODER):
-	$(TRAIN) experiment=autoencoder model.code_size=8192 model.loss=mse \
-		hydra.sweep.dir=$(STUDY)/autoencoder $(COMMON)
+$(ENCODER_RUN)/checkpoints/best.ckpt: | $(STAMP)
+	$(TRAIN_ENCODER)
 
 classifiers: $(STAMP) $(ENCODER) ## Section 2: four classifiers (+ augmented deep CNN), Table 2, Figure 4
-	$(TRAIN) experiment=classification model=frozen_encoder "model.encoder_ckpt='$(abspath $(ENCODER))'" \
+	$(SWEEP) experiment=classification model=frozen_encoder "model.encoder_ckpt='$(abspath $(ENCODER))'" \
 		hydra.sweep.dir=$(STUDY)/classification/frozen $(COMMON)
-	$(TRAIN) experiment=classification model=encoder,deep_cnn hydra.sweep.dir=$(STUDY)/classification/scratch $(COMMON)
-	$(TRAIN) experiment=classification model=deep_cnn model.augment=true \
+	$(SWEEP) experiment=classification model=encoder,deep_cnn hydra.sweep.dir=$(STUDY)/classification/scratch $(COMMON)
+	$(SWEEP) experiment=classification model=deep_cnn model.augment=true \
 		hydra.sweep.dir=$(STUDY)/classification/augmented $(COMMON)
-	$(TRAIN) experiment=classification model=pretrained model.net.backbone=alexnet,resnet18 \
+	$(SWEEP) experiment=classification model=pretrained model.net.backbone=alexnet,resnet18 \
 		model.net.weights=$(PRETRAINED_WEIGHTS) hydra.sweep.dir=$(STUDY)/classification/pretrained $(COMMON)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section classification
 
-segmentation: $(STAMP) ## Section 3: BCE versus Dice on the study's net and the U-Net, the improved recipe, self-training, Table 3, Figures 5-8
-	$(TRAIN) experiment=segmentation model=segnet,unet model.loss=bce,dice \
+segmentation: $(STAMP) ## Section 3: BCE versus Dice on the study's net and the U-Net, the improved recipe (the teacher, STUDY/teacher), pseudo-labelling, self-training, Table 3, Figures 5-8
+	$(SWEEP) experiment=segmentation model=segnet,unet model.loss=bce,dice \
 		hydra.sweep.dir=$(STUDY)/segmentation $(COMMON)
-	$(TRAIN) experiment=segmentation_improved hydra.sweep.dir=$(STUDY)/segmentation_improved $(COMMON)
-	$(TRAIN) experiment=segmentation_improved model=segnet model.augment=false trainer.max_epochs=60 \
+	$(TRAIN) experiment=segmentation_improved hydra.run.dir=$(TEACHER_RUN) $(COMMON)
+	$(SWEEP) experiment=segmentation_improved model=segnet model.augment=false trainer.max_epochs=60 \
 		hydra.sweep.dir=$(STUDY)/segmentation_improved $(COMMON)
-	@test -f "$(TEACHER)" || { echo "TEACHER=$(TEACHER): no such checkpoint; set TEACHER=<improved U-Net>/checkpoints/best.ckpt"; exit 1; }
-	$(TRAIN) experiment=segmentation_selftrain "data.pseudo_label_ckpt='$(abspath $(TEACHER))'" \
+	$(PY) -m voc_dl.pseudo_label "ckpt_path='$(abspath $(TEACHER))'" "out='$(abspath $(PSEUDO_LABELS))'" $(PSEUDO_DATA)
+	$(SWEEP) experiment=segmentation_selftrain "data.extra_masks='$(abspath $(PSEUDO_LABELS))'" \
 		hydra.sweep.dir=$(STUDY)/segmentation_selftrain $(COMMON)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section segmentation
 

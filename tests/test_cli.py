@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -49,6 +50,12 @@ def test_an_unquoted_path_with_equals_signs_gets_its_quoted_form(capsys):
      "voc-dl: error: model.code_size=1000 is not allowed; allowed: 2048, 4096, 8192"),
     (["voc_dl.eval"], "voc-dl: error: ckpt_path is required. Fix: python -m voc_dl.eval "
                       "ckpt_path=<run>/checkpoints/best.ckpt (quote a path that holds '=': \"ckpt_path='<path>'\")"),
+    (["voc_dl.pseudo_label", "out=masks"], "voc-dl: error: ckpt_path is required. Fix: python -m voc_dl.pseudo_label "
+                                           "ckpt_path=<teacher run>/checkpoints/best.ckpt out=<folder for the masks>"),
+    (["voc_dl.train", "experiment=segmentation_selftrain", "data.pseudo_label_ckpt=/t.ckpt"],
+     "voc-dl: error: data.pseudo_label_ckpt is not a data setting: pseudo-labelling is its own step. Fix: run "
+     "python -m voc_dl.pseudo_label ckpt_path=<teacher best.ckpt> out=<folder> [confidence=0.9] first, then train "
+     "with data.extra_masks=<folder>"),
 ])
 def test_errors_are_one_line_without_a_traceback(argv, message, tmp_path):
     out = subprocess.run([sys.executable, "-m", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -73,13 +80,38 @@ def test_demo_args_reach_every_run_and_win_over_the_demos_own():
 
 
 def test_demo_prints_commands_a_shell_takes_back_as_they_ran():
-    import shlex
-
     args = ["-m", "experiment=classification", "model.encoder_ckpt='/o/model.code_size=8192/best.ckpt'",
             "data.classes=[cat,dog]", 'a"b$c']
     line = " ".join(_quote(a) for a in args)
     assert "\"model.encoder_ckpt='/o/model.code_size=8192/best.ckpt'\"" in line
     assert shlex.split(line) == args
+
+
+def test_make_reads_consumed_runs_from_folders_of_their_own(tmp_path):
+    # PRECISION=, EPOCHS= and ARGS= rename sweep job folders: the runs later steps read are single runs in fixed ones
+    out = subprocess.run(["make", "-n", "autoencoder", "classifiers", "segmentation", f"STUDY={tmp_path}",
+                          "PRECISION=32-true", "ARGS=data.batch_size=2"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    steps = [shlex.split(line) for line in out.stdout.replace("\\\n", " ").splitlines() if "voc_dl." in line]
+
+    def step(*words: str) -> int:
+        return next(i for i, s in enumerate(steps) if set(words) <= set(s))
+
+    encoder = step("experiment=autoencoder", "model.code_size=8192", "model.loss=mse")
+    teacher = step("experiment=segmentation_improved", f"hydra.run.dir={tmp_path}/teacher")
+    labels = step("voc_dl.pseudo_label", f"ckpt_path='{tmp_path}/teacher/checkpoints/best.ckpt'")
+    student = step("experiment=segmentation_selftrain", f"data.extra_masks='{tmp_path}/pseudo_labels'")
+    swept = [s[3:4] == ["-m"] for s in steps]  # python -m voc_dl.train -m ...
+    assert f"hydra.run.dir={tmp_path}/encoder" in steps[encoder] and not swept[encoder] and not swept[teacher]
+    assert teacher < labels < student
+    assert f"out='{tmp_path}/pseudo_labels'" in steps[labels] and "data.batch_size=2" in steps[labels]
+    assert f"model.encoder_ckpt='{tmp_path}/encoder/checkpoints/best.ckpt'" in steps[step("model=frozen_encoder")]
+    # every sweep covers the other five code size x loss jobs, none of them twice
+    jobs = {(c, loss) for s, sweep in zip(steps, swept, strict=True) if "experiment=autoencoder" in s and sweep
+            for c in next(w for w in s if w.startswith("model.code_size=")).split("=")[1].split(",")
+            for loss in next(w for w in s if w.startswith("model.loss=")).split("=")[1].split(",")}
+    assert jobs == {(c, loss) for c in ("2048", "4096", "8192") for loss in ("mse", "mae")} - {("8192", "mse")}
 
 
 def test_make_demo_passes_args_and_tensorboard_binds_this_machine():

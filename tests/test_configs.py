@@ -18,7 +18,7 @@ MODELS = {
     "classification": ["deep_cnn", "encoder", "frozen_encoder", "pretrained"], "segmentation": ["segnet", "unet"],
     "segmentation_improved": ["unet", "segnet"], "segmentation_selftrain": ["unet"],
 }
-NEEDS = {"frozen_encoder": "model.encoder_ckpt", "segmentation_selftrain": "data.pseudo_label_ckpt"}
+NEEDS = {"frozen_encoder": "model.encoder_ckpt", "segmentation_selftrain": "data.extra_masks"}
 
 
 def test_every_experiment_is_covered():
@@ -88,7 +88,8 @@ def test_bad_values_give_one_clear_line(compose_cfg, override, message):
      r"model.net.backbone='vgg99' is not allowed; allowed: alexnet, resnet18"),
     (["experiment=classification", "model=frozen_encoder"], r"model.encoder_ckpt is required"),
     (["experiment=segmentation_selftrain"],
-     r"data.pseudo_label_ckpt is required by experiment=segmentation_selftrain: the teacher.*Fix: data.pseudo_"),
+     r"data.extra_masks is required by experiment=segmentation_selftrain: the teacher's masks, a folder written by "
+     r"python -m voc_dl.pseudo_label .*Fix: data.extra_masks=<path>"),
 ])
 def test_bad_values_of_other_sections(compose_cfg, override, message):
     with pytest.raises(ConfigError, match=message):

@@ -68,9 +68,15 @@ def test_every_entry_point_leaves_the_users_tree_unchanged(tmp_path):
     assert metrics["data"]["train_images"] == 12  # the shortened Segmentation list of the user's tree
     ckpt = metrics["best_ckpt"]
 
-    run([py, "-m", "voc_dl.train", "experiment=segmentation_selftrain", *data, f"data.pseudo_label_ckpt='{ckpt}'",
+    # pseudo-labelling writes into the folder it is given, and only there; training then reads it
+    run([py, "-m", "voc_dl.pseudo_label", f"ckpt_path='{ckpt}'", "out=pseudo", *data], work)
+    unchanged("voc_dl.pseudo_label")
+    manifest = json.loads((work / "pseudo" / "manifest.json").read_text())
+    base = (tree / "VOCdevkit" / "VOC2012").resolve()
+    assert manifest["tree"] == str(base) and manifest["images"] == len(list(base.glob("JPEGImages/*.jpg"))) - 24
+    run([py, "-m", "voc_dl.train", "experiment=segmentation_selftrain", *data, "data.extra_masks=pseudo",
          "debug=fast"], work)
-    unchanged("pseudo-labelling (voc_dl.train data.pseudo_label_ckpt=...)")
+    unchanged("self-training (voc_dl.train data.extra_masks=...)")
 
     run([py, "-m", "voc_dl.eval", f"ckpt_path='{ckpt}'", *data], work)
     unchanged("voc_dl.eval")

@@ -232,7 +232,8 @@ def test_make_all_lists_the_three_sections_then_the_report(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     steps = [line for line in out.stdout.replace("\\\n", " ").splitlines() if "voc_dl." in line]
-    assert "experiment=autoencoder model.code_size=2048,4096,8192 model.loss=mse,mae" in steps[0]
+    assert f"experiment=autoencoder model.code_size=8192 model.loss=mse hydra.run.dir={tmp_path}/encoder" in steps[0]
+    assert "model.code_size=2048,4096 model.loss=mse,mae" in steps[1] and "code_size=8192 model.loss=mae" in steps[2]
     assert any("model=frozen_encoder" in s for s in steps) and any("model=segnet,unet" in s for s in steps)
     order = [next(i for i, s in enumerate(steps) if key in s) for key in
              ("experiment=autoencoder", "experiment=classification", "experiment=segmentation")]
@@ -267,8 +268,8 @@ def test_a_self_trained_run_says_so_in_table3(tmp_path):
     metrics = {"status": "ok", "task_name": "segmentation_selftrain", "val": {"val/dice": 0.7},
                "config": {"model": {"net": {"_target_": "voc_dl.models.segmenter.UNet"}, "loss": "dice",
                                     "augment": True},
-                          "data": {"pseudo_label_ckpt": "/teacher.ckpt"}},
-               "data": {"pseudo_labeled_images": 1318}}
+                          "data": {"extra_masks": "/masks", "color": "gray"}},
+               "data": {"extra_masks": {"images": 1318, "teacher": {"ckpt_path": "/teacher.ckpt"}, "color": "gray"}}}
     (row,) = seg_rows([Run(tmp_path, metrics)])
     assert row["model"] == "UNet + aug + 1318 pseudo-labelled (teacher teacher.ckpt)" and row["val Dice"] == 0.7
     assert row["device"] == "CPU" and "segmentation_selftrain" in TASKS
@@ -277,8 +278,8 @@ def test_a_self_trained_run_says_so_in_table3(tmp_path):
     teacher = tmp_path / "teacher"
     (teacher / "checkpoints").mkdir(parents=True)
     (teacher / "metrics.json").write_text(json.dumps({"val": {"val/dice": 0.7204}}))
-    metrics["config"]["data"].update(pseudo_label_ckpt=str(teacher / "checkpoints" / "best.ckpt"), color="gray")
-    metrics["data"]["pseudo_label_teacher_color"] = "rgb"
+    metrics["data"]["extra_masks"].update(teacher={"ckpt_path": str(teacher / "checkpoints" / "best.ckpt")},
+                                          color="rgb")
     metrics["hardware"] = {"device": "NVIDIA H200"}
     (row,) = seg_rows([Run(tmp_path, metrics)])
     assert row["model"] == "UNet + aug + 1318 pseudo-labelled (teacher Dice 0.720, reading rgb)"

@@ -64,9 +64,12 @@ def load_task(ckpt_path: str | Path, model_cfg: dict | None = None, overrides: d
 
 def datamodule_from(data_cfg: dict, **overrides):
     from voc_dl.data.datamodule import VOCDataModule
+    from voc_dl.data.extra_masks import RETIRED_KEYS
 
-    # Reports and evaluation read the labelled data only, never a self-trained run's pseudo-labels.
-    kwargs = {k: v for k, v in data_cfg.items() if k not in ("_target_", "pseudo_label_ckpt")} | overrides
+    # Reports and evaluation read the labelled data only: a self-trained run's extra masks stay out, and so do
+    # the self-training keys that older runs' configs hold.
+    drop = ("_target_", "extra_masks", *RETIRED_KEYS)
+    kwargs = {k: v for k, v in data_cfg.items() if k not in drop} | overrides
     dm = VOCDataModule(**kwargs)
     dm.prepare_data()
     dm.setup()

@@ -16,6 +16,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from voc_dl.data.extra_masks import RETIRED_KEYS, retired
+
 TRAINER_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "trainer" / "default.yaml"
 # Errors whose message is the whole story (key, value, fix); anything else keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, MissingMandatoryValue)
@@ -66,6 +68,7 @@ def prepare_overrides(argv: list[str]) -> list[str]:
       A name the Trainer does not take is refused in one line with the nearest valid names.
     - A value holding an unquoted '=' (every sweep folder's path) would stop Hydra's parser with
       "mismatched input '='": say how to quote it instead.
+    - A data key that older commands set and that no longer exists says what replaced it.
     """
     known = set(OmegaConf.load(TRAINER_DEFAULTS))
     out = []
@@ -75,6 +78,8 @@ def prepare_overrides(argv: list[str]) -> list[str]:
             out.append(arg)
             continue
         prefix, key, value = kv
+        if key.startswith("data.") and key.removeprefix("data.") in RETIRED_KEYS:
+            fail(retired(key.removeprefix("data.")))
         if "=" in value and not value.startswith(("'", '"')) and "(" not in value:
             fail(f"{key}={value}: the value holds '=', which Hydra reads as another override. "
                  f"Quote it: \"{prefix}{key}='{value}'\"")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from voc_dl.data.extra_masks import RETIRED_KEYS, retired
 from voc_dl.data.synthetic import check_writable
 from voc_dl.data.voc import VOC_CLASSES, YEARS, VOCDataError, check_root
 from voc_dl.models.autoencoder import CODE_DEPTH
@@ -51,6 +52,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("model.encoder_ckpt is required by this model: the trained 8192-code encoder of "
                           "Section 1. Fix: model.encoder_ckpt=<run>/checkpoints/best.ckpt of experiment=autoencoder "
                           "model.code_size=8192 (make autoencoder trains one)")
+    for key in RETIRED_KEYS:  # an older experiment file or saved config that still sets them
+        if key in data:
+            raise ConfigError(retired(key))
     # An experiment lists the keys it cannot run without (a '???' cannot unset a value set earlier).
     for key, what in (cfg.get("requires") or {}).items():
         if OmegaConf.select(cfg, key, default=None) in (None, ""):

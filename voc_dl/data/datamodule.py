@@ -3,8 +3,8 @@
 - reconstruction: RGB images of the selected classes, `image_size` square, floats in [0, 1];
 - classification: the same images and a 0/1 target per selected class;
 - segmentation: grayscale images of the Segmentation lists (all classes) and binary masks
-  (1 object, 0 background, 255 void when `void=ignore`); with `pseudo_label_ckpt`, the photographs
-  without a mask join the training set with a teacher's confident pixels as masks (data/pseudo.py).
+  (1 object, 0 background, 255 void when `void=ignore`); with `extra_masks`, the photographs without a
+  mask join the training set with the masks `voc_dl.pseudo_label` wrote for them (data/extra_masks.py).
 
 Decoded arrays come from the memory-mapped preprocessing cache; batches leave the loader as uint8
 and become floats after the transfer to the device, which keeps the host side nearly free.
@@ -21,7 +21,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from voc_dl.data import cache, pseudo
+from voc_dl.data import cache
+from voc_dl.data.extra_masks import read_manifest, read_masks, unlabeled_ids
 from voc_dl.data.synthetic import generated, make_synthetic_voc
 from voc_dl.data.voc import (
     VOCDataError,
@@ -33,6 +34,7 @@ from voc_dl.data.voc import (
     load_mask,
     read_class_labels,
     read_split_ids,
+    voc_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,7 @@ class VOCDataModule(pl.LightningDataModule):
         on_bad_image: str = "error",
         cache_dir: str | None = None,
         seed: int = 0,
-        pseudo_label_ckpt: str | None = None,
-        pseudo_label_confidence: float = 0.9,
+        extra_masks: str | None = None,
     ):
         super().__init__()
         # saved in every checkpoint: LightningDataModule.load_from_checkpoint rebuilds these data settings
@@ -151,34 +152,49 @@ class VOCDataModule(pl.LightningDataModule):
         self.download, self.synthetic, self.on_bad_image = download, synthetic, on_bad_image
         self.cache_dir = Path(cache_dir) if cache_dir else cache.default_dir()
         self.seed = seed
-        if pseudo_label_ckpt and task != "segmentation":
-            raise VOCDataError(f"data.pseudo_label_ckpt is for task=segmentation, not {task}. Fix: unset it")
-        self.pseudo_label_ckpt = pseudo_label_ckpt or None
-        self.pseudo_label_confidence = pseudo.check_confidence(pseudo_label_confidence)
+        if extra_masks and task != "segmentation":
+            raise VOCDataError(f"data.extra_masks is for task=segmentation, not {task}. Fix: unset it")
+        self.extra_masks = extra_masks or None
+        # read here, so a folder of another tree or size stops the run before any data are decoded
+        self.extra_manifest = (read_manifest(self.extra_masks, self.tree, self.image_size)
+                               if self.extra_masks else None)
         self.train_set: ArrayDataset | None = None
         self.val_set: ArrayDataset | None = None
         self.info: dict = {}
         # prepare_data's entries, so setup in the same process does not reopen and re-checksum them
-        self._entries: dict[tuple[str, str], tuple[cache.CacheEntry, np.ndarray | None]] = {}
+        self._entries: dict[str, tuple[cache.CacheEntry, np.ndarray | None]] = {}
+
+    @property
+    def tree(self) -> Path:
+        """The VOC<year> folder this module reads."""
+        return voc_dir(self.root, self.year)
 
     # -- preparing the tree and the caches ---------------------------------------------------------
     def prepare_data(self) -> None:
         """Runs once per node: generate/download the tree and build the caches that later runs share."""
+        self._prepare_tree()
+        for split in (self.train_split, self.val_split):
+            self._entry(split)
+        if self.extra_masks:
+            self._entry(UNLABELED)
+
+    def _prepare_tree(self) -> None:
         if self.generate:
             make_synthetic_voc(self.root, self.year, **{k: v for k, v in self.synthetic.items() if k != "dir"})
-        elif self.download and not (self.root / "VOCdevkit" / f"VOC{self.year}" / "JPEGImages").is_dir():
+        elif self.download and not (self.tree / "JPEGImages").is_dir():
             download_voc(self.root, self.year)
         else:
             check_root(self.root, download=False)
-        for split in (self.train_split, self.val_split):
-            self._entry(split)
-        if self.pseudo_label_ckpt:
-            self._entry(UNLABELED)
+
+    def unlabeled_photographs(self) -> cache.CacheEntry:
+        """The photographs in no Segmentation list, at this module's size and colour: what a teacher labels."""
+        self._prepare_tree()
+        return self._entry(UNLABELED)[0]
 
     def _selection(self, split: str) -> tuple[list[str], np.ndarray | None]:
         base = check_tree(self.root, self.year)
         if split == UNLABELED:  # photographs without a mask, images only (self-training)
-            return pseudo.unlabeled_ids(base), None
+            return unlabeled_ids(base), None
         if self.task == "segmentation":
             return read_split_ids(base / "ImageSets" / "Segmentation" / f"{split}.txt"), None
         ids, labels = read_class_labels(base, self.classes, split, self.difficult_as_positive)
@@ -188,32 +204,35 @@ class VOCDataModule(pl.LightningDataModule):
                                f"in {base}/ImageSets/Main. Fix: choose other classes or another data.root")
         return [i for i, k in zip(ids, keep, strict=True) if k], labels[keep]
 
-    def _entry(self, split: str, color: str | None = None) -> tuple[cache.CacheEntry, np.ndarray | None]:
-        """A split's cached arrays, in this run's colour mode unless `color` (a teacher's) says otherwise."""
-        key = (split, color or self.color)
-        if key not in self._entries:
-            self._entries[key] = self._load_entry(*key)
-        return self._entries[key]
+    def _entry(self, split: str) -> tuple[cache.CacheEntry, np.ndarray | None]:
+        """A split's cached arrays, and its class labels for classification."""
+        if split not in self._entries:
+            self._entries[split] = self._load_entry(split)
+        return self._entries[split]
 
-    def _load_entry(self, split: str, color: str) -> tuple[cache.CacheEntry, np.ndarray | None]:
+    def _load_entry(self, split: str) -> tuple[cache.CacheEntry, np.ndarray | None]:
         base = check_tree(self.root, self.year)
         ids, labels = self._selection(split)
+        if split == UNLABELED and not ids:  # every photograph has a mask: an empty set, which a cache cannot hold
+            channels = 3 if self.color == "rgb" else 1
+            empty = np.empty((0, self.image_size, self.image_size, channels), dtype=np.uint8)
+            return cache.CacheEntry(base, {"images": empty}, [], []), None
         jpeg = [base / "JPEGImages" / f"{i}.jpg" for i in ids]
-        spec = {"tree": str(base.resolve()), "split": split, "size": self.image_size, "color": color}
+        spec = {"tree": str(base.resolve()), "split": split, "size": self.image_size, "color": self.color}
         if self.task == "segmentation" and split != UNLABELED:
             png = [base / "SegmentationClass" / f"{i}.png" for i in ids]
             spec.update(kind="segmentation", void=self.void, sources=cache.fingerprint(jpeg + png))
 
             def load_one(i: str) -> dict[str, np.ndarray]:
                 img_path = base / "JPEGImages" / f"{i}.jpg"
-                return {"images": load_image(img_path, self.image_size, color),
+                return {"images": load_image(img_path, self.image_size, self.color),
                         "masks": load_mask(base / "SegmentationClass" / f"{i}.png", self.image_size,
                                            img_path, self.void)}
         else:
             spec.update(kind="images", sources=cache.fingerprint(jpeg))
 
             def load_one(i: str) -> dict[str, np.ndarray]:
-                return {"images": load_image(base / "JPEGImages" / f"{i}.jpg", self.image_size, color)}
+                return {"images": load_image(base / "JPEGImages" / f"{i}.jpg", self.image_size, self.color)}
 
         entry = cache.load_or_build(self.cache_dir, f"voc{self.year}-{split}-{spec['kind']}", spec, ids,
                                     load_one, self.on_bad_image)
@@ -241,42 +260,21 @@ class VOCDataModule(pl.LightningDataModule):
             va_targets = val_labels[kept].astype(np.float32)
         else:
             tr_targets = va_targets = None
-        unlabeled, pseudo_masks = self._pseudo_labels()
-        pseudo_ids = list(unlabeled.ids) if unlabeled else []
-        if pseudo_ids:
-            tr_rows.append(({"images": unlabeled.arrays["images"], "masks": pseudo_masks},
-                            np.arange(len(pseudo_ids))))
+        extra_ids = []
+        if self.extra_manifest:
+            photographs = self._entry(UNLABELED)[0]
+            extra_ids = list(photographs.ids)
+            masks = read_masks(self.extra_masks, self.extra_manifest, self.tree, extra_ids)
+            tr_rows.append(({"images": photographs.arrays["images"], "masks": masks}, np.arange(len(extra_ids))))
         self.train_set = ArrayDataset(tr_rows, tr_targets, key)
         self.val_set = ArrayDataset(va_rows, va_targets, key)
-        self.train_ids = list(train.ids) + [val.ids[i] for i in moved] + pseudo_ids
+        self.train_ids = list(train.ids) + [val.ids[i] for i in moved] + extra_ids
         self.val_ids = [val.ids[i] for i in kept]
         self.info = self._describe(train, val, tr_targets, va_targets, len(moved))
-        if pseudo_ids:
-            self.info.update(pseudo_label_ckpt=str(self.pseudo_label_ckpt), pseudo_labeled_images=len(pseudo_ids),
-                             pseudo_label_confidence=self.pseudo_label_confidence,
-                             pseudo_label_teacher_color=self.pseudo_label_teacher_color,
-                             pseudo_label_void_fraction=float((pseudo_masks == 255).mean()),
-                             pseudo_label_foreground_fraction=float((pseudo_masks == 1).mean()))
-
-    def _pseudo_labels(self) -> tuple[cache.CacheEntry | None, np.ndarray | None]:
-        """The unlabelled photographs' cache entry and the teacher's masks for them (None, None when off)."""
-        if not self.pseudo_label_ckpt:
-            return None, None
-        unlabeled = self._entry(UNLABELED)[0]
-        teacher, teacher_color = pseudo.load_teacher(self.pseudo_label_ckpt, self.image_size)
-        self.pseudo_label_teacher_color = teacher_color
-        seen = self._entry(UNLABELED, teacher_color)[0]  # the photographs as the teacher reads them
-        if list(seen.ids) != list(unlabeled.ids):  # on_bad_image=skip dropped different files
-            raise VOCDataError(f"the unlabelled photographs in {teacher_color} and in {self.color} differ "
-                               f"({len(seen.ids)} against {len(unlabeled.ids)}). Fix: rebuild the caches "
-                               f"(delete {self.cache_dir}) or repair the files that data.on_bad_image=skip left out")
-        # ~1,300 photographs x 2 (flip TTA): a minute on 2 CPU cores, a second on a GPU
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        masks = pseudo.pseudo_masks(teacher.to(device), seen.arrays["images"], self.pseudo_label_confidence,
-                                    device=device)
-        log.info("pseudo-labelled %d photographs with %s, reading them in %s (%.0f%% of pixels void)", len(masks),
-                 self.pseudo_label_ckpt, teacher_color, 100 * (masks == 255).mean())
-        return unlabeled, masks
+        if self.extra_manifest:  # what the report says of the masks: their teacher, confidence, void share
+            self.info["extra_masks"] = {"folder": str(Path(self.extra_masks).expanduser().absolute()),
+                                        **{k: v for k, v in self.extra_manifest.items()
+                                           if k not in ("format", "masks", "photographs", "ids")}}
 
     def _describe(self, train, val, tr_targets, va_targets, moved: int) -> dict:
         info = {

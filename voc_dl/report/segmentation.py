@@ -56,14 +56,17 @@ def teacher_dice(ckpt: str) -> float | None:
 
 
 def pseudo_labels(r: Run) -> str:
-    ckpt = r.data_cfg.get("pseudo_label_ckpt")
-    if not ckpt:
+    """' + N pseudo-labelled (teacher ...)' for a run trained with data.extra_masks, from the manifest it recorded."""
+    if not r.data_cfg.get("extra_masks"):
         return ""
-    data = r.metrics.get("data") or {}
+    extra = (r.metrics.get("data") or {}).get("extra_masks") or {}  # none when the run failed before reading it
+    ckpt = (extra.get("teacher") or {}).get("ckpt_path")
+    if ckpt is None:
+        return " + ? pseudo-labelled"
     teacher = [f"Dice {d:.3f}"] if (d := teacher_dice(ckpt)) is not None else [Path(ckpt).name]
-    if data.get("pseudo_label_teacher_color", r.data_cfg.get("color")) != r.data_cfg.get("color"):
-        teacher.append(f"reading {data['pseudo_label_teacher_color']}")
-    return f" + {data.get('pseudo_labeled_images', '?')} pseudo-labelled (teacher {', '.join(teacher)})"
+    if extra.get("color", r.data_cfg.get("color")) != r.data_cfg.get("color"):
+        teacher.append(f"reading {extra['color']}")
+    return f" + {extra.get('images', '?')} pseudo-labelled (teacher {', '.join(teacher)})"
 
 
 def device(r: Run) -> str:
@@ -90,7 +93,7 @@ def label(r: Run) -> str:
         extras.append("RGB")
     if r.data_cfg.get("batch_size", 32) != 32:
         extras.append(f"batch {r.data_cfg['batch_size']}")
-    if r.data_cfg.get("pseudo_label_ckpt"):
+    if r.data_cfg.get("extra_masks"):
         extras.append("self-trained")
     return f"{net_name(r)} {r.model_cfg.get('loss')}" + (f" ({', '.join(extras)})" if extras else "")
 
