@@ -24,9 +24,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import voc_dl  # noqa: F401  (registers the config resolvers)
 from voc_dl import cli
 from voc_dl.checkpoints import load_task
-from voc_dl.config import ConfigError, instantiate
+from voc_dl.config import ConfigError
 from voc_dl.data import extra_masks
 from voc_dl.data.voc import VOID
+from voc_dl.instantiate import instantiate
 
 log = logging.getLogger("voc_dl")
 
