@@ -22,40 +22,44 @@ RUNS = {
     "classification": ["experiment=classification", "model=deep_cnn", "model.net.filters=[8,8,8,8,8]"],
     "segmentation": ["experiment=segmentation", "model=unet", "model.net.filters=[4,8,8,8]"],
 }
-# Runs in a fresh interpreter: the class from the task's module, its checkpoint, nothing else.
+# Runs in a fresh interpreter: for each checkpoint, the class from the task's module and the file, nothing else.
 FRESH = """
 import json, sys, torch
 from voc_dl.data.datamodule import VOCDataModule
-module, cls, ckpt, out = sys.argv[1:]
-task = getattr(__import__(module, fromlist=[cls]), cls).load_from_checkpoint(ckpt, map_location="cpu").eval()
-dm = VOCDataModule.load_from_checkpoint(ckpt)
-x = torch.rand(2, 1 if dm.hparams.color == "gray" else 3, dm.hparams.image_size, dm.hparams.image_size,
-               generator=torch.Generator().manual_seed(0))
-with torch.no_grad():
-    torch.save({"x": x, "y": task(x).float()}, out)
-print(json.dumps({"data": dict(dm.hparams), "net": type(task.net).__name__}))
+for module, cls, ckpt, out in json.loads(sys.argv[1]):
+    task = getattr(__import__(module, fromlist=[cls]), cls).load_from_checkpoint(ckpt, map_location="cpu").eval()
+    dm = VOCDataModule.load_from_checkpoint(ckpt)
+    x = torch.rand(2, 1 if dm.hparams.color == "gray" else 3, dm.hparams.image_size, dm.hparams.image_size,
+                   generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.save({"x": x, "y": task(x).float()}, out)
+    print(json.dumps({"data": dict(dm.hparams), "net": type(task.net).__name__}))
 """
 
 
-@pytest.mark.parametrize("task", sorted(RUNS))
-def test_a_checkpoint_rebuilds_its_model_in_a_fresh_process(compose_cfg, tmp_path, task):
-    cfg = compose_cfg([*RUNS[task], "debug=tiny", "trainer.max_epochs=1", "data.batch_size=2", "~logger"])
-    result = train(cfg)
-    ckpt = result["best_ckpt"]
-    module, _, cls = result["config"]["model"]["_target_"].rpartition(".")
-    out = subprocess.run([sys.executable, "-c", FRESH, module, cls, ckpt, str(tmp_path / "y.pt")], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def test_checkpoints_of_every_task_rebuild_their_models_in_a_fresh_process(compose_cfg, tmp_path):
+    runs = {}
+    for task, overrides in RUNS.items():
+        cfg = compose_cfg([*overrides, "debug=tiny", "trainer.max_epochs=1", "data.batch_size=2", "~logger",
+                           f"paths.run_dir={tmp_path / task}"])
+        runs[task] = (train(cfg), cfg.data.image_size)
+    jobs = [[*runs[t][0]["config"]["model"]["_target_"].rsplit(".", 1), runs[t][0]["best_ckpt"],
+             str(tmp_path / f"{t}.pt")] for t in RUNS]
+    out = subprocess.run([sys.executable, "-c", FRESH, json.dumps(jobs)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-3000:]
-    fresh = json.loads(out.stdout.strip().splitlines()[-1])
-    assert fresh["net"] == result["model"]
-    assert fresh["data"]["task"] == task and fresh["data"]["image_size"] == cfg.data.image_size
-    # voc-dl's loader finds the class itself and rebuilds the same function
-    model, data_cfg = load_task(ckpt)
-    assert type(model).__name__ == cls and data_cfg == fresh["data"]
-    saved = torch.load(tmp_path / "y.pt")
-    with torch.no_grad():
-        y = model(saved["x"]).float()
-    assert_fp32_close(y, saved["y"], terms=3 * 3 * 256)
+    lines = out.stdout.splitlines()[-3:]
+    for (task, (result, image_size)), (_, cls, ckpt, saved), line in zip(runs.items(), jobs, lines, strict=True):
+        fresh = json.loads(line)
+        assert fresh["net"] == result["model"]
+        assert fresh["data"]["task"] == task and fresh["data"]["image_size"] == image_size
+        # voc-dl's loader finds the class itself and rebuilds the same function
+        model, data_cfg = load_task(ckpt)
+        assert type(model).__name__ == cls and data_cfg == fresh["data"]
+        saved = torch.load(saved)
+        with torch.no_grad():
+            y = model(saved["x"]).float()
+        assert_fp32_close(y, saved["y"], terms=3 * 3 * 256)
 
 
 def test_a_checkpoint_of_the_older_format_still_loads():
