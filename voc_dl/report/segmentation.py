@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from voc_dl.checkpoints import datamodule_from, load_task
+from voc_dl.data.voc import VOID
 from voc_dl.report import rescore
 from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
 from voc_dl.report.runs import Run
 from voc_dl.report.study import TABLE3
-from voc_dl.tasks.segmentation import VOID, per_image_dice_iou
+from voc_dl.tasks.segmentation import per_image_dice_iou
 
 TASKS = ("segmentation", "segmentation_improved", "segmentation_selftrain")
 FIGURES = {  # file -> caption
