@@ -106,6 +106,30 @@ def test_segmentation_gray_64_with_binary_masks_and_void(synthetic_root, tmp_pat
     assert len(dm.train_set) == 24 and len(dm.val_set) == 24  # all images, every class
 
 
+def test_synthetic_objects_are_large_and_stand_out_also_in_gray(synthetic_root, tmp_path):
+    # What the demo relies on to learn in minutes: a few large shapes per image, each clearly lighter or darker
+    # than its smooth background in grayscale (the segmenters' input), on every image.
+    dm = datamodule(synthetic_root, tmp_path, task="segmentation", image_size=64, color="gray")
+    x, m = dm.val_set.__getitems__(list(range(len(dm.val_set))))
+    x, m = x.float()[:, 0], m[:, 0]
+    fg, bg = m == 1, m == 0
+    assert fg.any(dim=(1, 2)).float().mean() >= 0.9, "nearly every image holds an object"
+    frac = fg.float().mean(dim=(1, 2))
+    assert 0.15 <= frac.mean() <= 0.45, f"objects cover {frac.mean():.2f} of an image on average"
+    for i in range(len(x)):
+        if fg[i].sum() >= 20:
+            contrast = (x[i][fg[i]].median() - x[i][bg[i]].median()).abs()
+            assert contrast >= 50, f"image {i}: object and background differ by {contrast:.0f} of 255 in gray"
+    # the background is smooth: its pixels stay close to a plane (no texture the networks must copy)
+    for i in range(len(x)):
+        yy, xx = torch.nonzero(bg[i], as_tuple=True)
+        if len(yy) > 100:
+            design = torch.stack([torch.ones_like(yy), yy, xx], 1).float()
+            coef = torch.linalg.lstsq(design, x[i][bg[i]].unsqueeze(1)).solution
+            residual = x[i][bg[i]] - (design @ coef).squeeze(1)
+            assert residual.std() < 8, f"image {i}: background texture {residual.std():.1f} of 255"
+
+
 def write_mask(path, values: np.ndarray):
     im = Image.fromarray(values.astype(np.uint8), mode="P")
     im.putpalette(voc_palette())

@@ -50,12 +50,15 @@ def test_classifier_parameter_counts_match_the_study():
     assert trainable(EncoderClassifier(20, freeze_encoder=True)) == 8192 * 20 + 20
 
 
-@pytest.mark.parametrize("size", [64, 128, 256])
-def test_encoder_classifier_head_follows_the_image_size(size):
-    # three 2x2 pools: the 8192-code encoder gives 32 x (size/8)^2 features
-    net = EncoderClassifier(3, freeze_encoder=True, image_size=size)
-    assert net.head.in_features == 32 * (size // 8) ** 2
+@pytest.mark.parametrize("code_size", [2048, 4096, 8192])
+@pytest.mark.parametrize("size", [64, 96, 128])
+def test_encoder_classifier_reads_the_code_of_its_image_size(code_size, size):
+    # the code keeps the encoder's last channels at 1/8 of the input's side: at 64 px, a quarter of the study's
+    net = EncoderClassifier(3, code_size=code_size, image_size=size)
+    assert net.head.in_features == code_size * size**2 // 128**2
     assert net(torch.rand(2, 3, size, size)).shape == (2, 3)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        EncoderClassifier(3, image_size=100)
 
 
 def test_retrained_encoder_starts_with_zero_biases():
@@ -85,6 +88,27 @@ def test_frozen_parameters_stay_unchanged_after_an_optimizer_step():
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
     assert not torch.equal(before["head.weight"], after["head.weight"])
+
+
+def test_frozen_batch_norm_encoder_loads_the_improved_autoencoder_and_keeps_its_statistics():
+    ae = AutoEncoder(8192, norm=True)
+    for m in ae.encoder.modules():  # statistics that training would have left
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(0, 1)
+            m.running_var.uniform_(1, 2)
+    state = ae.encoder.state_dict()
+    with pytest.raises(ValueError, match=r"encoder with batch-norm .*Fix: set model.net.norm=true"):
+        EncoderClassifier(3, freeze_encoder=True).load_encoder(state, "ae.ckpt", 8192)
+    net = EncoderClassifier(3, freeze_encoder=True, norm=True, image_size=64)
+    net.load_encoder(state, "ae.ckpt", 8192)
+    x = torch.rand(4, 3, 64, 64)
+    net.train()
+    assert not net.encoder.training and net.head.training
+    net(x)
+    assert all(torch.equal(net.encoder.state_dict()[k], v) for k, v in state.items()), "statistics unchanged"
+    with torch.no_grad():
+        assert torch.allclose(net.encoder(x), ae.encoder.eval()(x))
+    assert trainable(net) == 2048 * 3 + 3  # a 64 px code
 
 
 def _count_calls(module: torch.nn.Module) -> list[int]:

@@ -9,6 +9,7 @@ palette masks with the 255 void border. It is generated on first use and never c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,8 @@ from voc_dl.data.voc import VOC_CLASSES, VOID, VOCDataError, voc_dir
 # Shapes for these classes; the others get a generic blob in a class-specific colour.
 DRAWN = ("cat", "motorbike", "bottle", "dog", "person", "car", "bird")
 MARKER = ".voc_dl_synthetic.json"
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL converts to grayscale
+DISTRACTORS = ("car", "bird", "chair", "sheep")
 
 
 def voc_palette() -> list[int]:
@@ -40,16 +43,13 @@ def voc_palette() -> list[int]:
     return pal
 
 
-def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
-    base = rng.uniform(40, 200, size=3)
-    coarse = rng.normal(0, 30, size=(h // 16 + 2, w // 16 + 2, 3))
-    up = np.asarray(Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize((w, h), Image.BICUBIC),
-                    dtype=np.float32) - 128
-    yy, xx = np.mgrid[0:h, 0:w]
-    freq, angle = rng.uniform(0.05, 0.3), rng.uniform(0, np.pi)
-    stripes = 12 * np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)))[..., None]
-    noise = rng.normal(0, 6, size=(h, w, 3))
-    return np.clip(base + up + stripes + noise, 0, 255).astype(np.uint8)
+def _background(rng: np.random.Generator, w: int, h: int, dark: bool) -> np.ndarray:
+    """A smooth tinted background, dark or light: a base colour, a gentle gradient and faint noise."""
+    base = rng.uniform(15, 80, size=3) if dark else rng.uniform(175, 240, size=3)
+    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+    gradient = rng.uniform(-20, 20, size=3) * xx[..., None] + rng.uniform(-20, 20, size=3) * yy[..., None]
+    noise = rng.normal(0, 3, size=(h, w, 3))
+    return np.clip(base + gradient + noise, 0, 255).astype(np.uint8)
 
 
 def _draw(draw: ImageDraw.ImageDraw, cls: str, box, fill) -> None:
@@ -59,12 +59,13 @@ def _draw(draw: ImageDraw.ImageDraw, cls: str, box, fill) -> None:
         draw.ellipse((x0, y0 + h * 0.3, x1, y1), fill=fill)
         draw.polygon([(x0, y0 + h * 0.45), (x0 + w * 0.15, y0), (x0 + w * 0.4, y0 + h * 0.35)], fill=fill)
         draw.polygon([(x1, y0 + h * 0.45), (x1 - w * 0.15, y0), (x1 - w * 0.4, y0 + h * 0.35)], fill=fill)
-    elif cls == "motorbike":  # two wheels joined by a frame
-        r = min(w * 0.28, h * 0.45)
-        draw.ellipse((x0, y1 - 2 * r, x0 + 2 * r, y1), outline=fill, width=max(2, int(r / 3)))
-        draw.ellipse((x1 - 2 * r, y1 - 2 * r, x1, y1), outline=fill, width=max(2, int(r / 3)))
-        draw.polygon([(x0 + r, y1 - r), (x0 + w * 0.45, y0), (x1 - r, y1 - r), (x0 + w * 0.55, y1 - r * 1.2)],
-                     fill=fill)
+    elif cls == "motorbike":  # two wheels apart, a frame between them and handlebars on a post
+        r = min(w * 0.2, h * 0.35)
+        draw.ellipse((x0, y1 - 2 * r, x0 + 2 * r, y1), fill=fill)
+        draw.ellipse((x1 - 2 * r, y1 - 2 * r, x1, y1), fill=fill)
+        draw.rectangle((x0 + r, y1 - r * 1.5, x1 - r, y1 - r * 0.8), fill=fill)
+        draw.rectangle((x0 + w * 0.42, y0 + h * 0.1, x1 - w * 0.42, y1 - r), fill=fill)
+        draw.rectangle((x0 + w * 0.25, y0, x1 - w * 0.25, y0 + h * 0.15), fill=fill)
     elif cls == "bottle":  # tall body and a narrow neck
         draw.rectangle((x0 + w * 0.2, y0 + h * 0.35, x1 - w * 0.2, y1), fill=fill)
         draw.rectangle((x0 + w * 0.4, y0, x1 - w * 0.4, y0 + h * 0.4), fill=fill)
@@ -87,27 +88,36 @@ def _draw(draw: ImageDraw.ImageDraw, cls: str, box, fill) -> None:
         draw.rounded_rectangle(box, radius=min(w, h) / 4, fill=fill)
 
 
-def _colour(rng: np.random.Generator, cls: str) -> tuple[int, int, int]:
+def _colour(rng: np.random.Generator, cls: str, dark_background: bool) -> tuple[int, int, int]:
+    """The class's hue, lit to stand out from the background also in grayscale (luminance 165-215 on a dark
+    background, 45-95 on a light one)."""
     hue = VOC_CLASSES.index(cls) / len(VOC_CLASSES)
-    base = np.array([np.cos(2 * np.pi * (hue + k / 3)) for k in range(3)]) * 90 + 140
-    return tuple(int(v) for v in np.clip(base + rng.normal(0, 20, 3), 0, 255))
+    rgb = np.array([np.cos(2 * np.pi * (hue + k / 3)) for k in range(3)]) * 90 + 140 + rng.normal(0, 10, 3)
+    target = rng.uniform(165, 215) if dark_background else rng.uniform(45, 95)
+    rgb = rgb * target / float(rgb @ LUMA)
+    return tuple(int(v) for v in np.clip(rgb, 0, 255))
 
 
-def _make_image(rng: np.random.Generator, classes: list[str]):
+def _make_image(rng: np.random.Generator, classes: list[str], tiny: str | None = None):
+    """An image holding `classes` as large shapes (and `tiny`, if given, as a small one), its mask and flags."""
     w, h = int(rng.integers(150, 260)), int(rng.integers(120, 200))
-    img = Image.fromarray(_background(rng, w, h))
+    dark = bool(rng.random() < 0.5)
+    img = Image.fromarray(_background(rng, w, h, dark))
     draw = ImageDraw.Draw(img)
     mask = Image.new("L", (w, h), 0)
     flags: dict[str, int] = {}
-    for cls in classes:
-        scale = rng.uniform(0.15, 0.6)
+    # the large shapes side by side, each in its own slot of the width (none hides another); the small one anywhere
+    slot = w // len(classes)
+    places = [(c, (0.4, 0.75), i * slot, slot) for i, c in enumerate(classes)]
+    for cls, (lo, hi), left, width in [*places, *([(tiny, (0.08, 0.12), 0, w)] if tiny else [])]:
+        scale = rng.uniform(lo, hi)
         bw, bh = int(w * scale * rng.uniform(0.8, 1.2)), int(h * scale * rng.uniform(0.9, 1.4))
-        bw, bh = max(bw, 8), min(max(bh, 8), h - 2)
-        x0, y0 = int(rng.integers(0, max(1, w - bw))), int(rng.integers(0, max(1, h - bh)))
+        bw, bh = min(max(bw, 8), width - 2), min(max(bh, 8), h - 2)
+        x0, y0 = left + int(rng.integers(0, max(1, width - bw))), int(rng.integers(0, max(1, h - bh)))
         box = (x0, y0, x0 + bw, y0 + bh)
         obj = Image.new("L", (w, h), 0)
         _draw(ImageDraw.Draw(obj), cls, box, 255)
-        _draw(draw, cls, box, _colour(rng, cls))
+        _draw(draw, cls, box, _colour(rng, cls, dark))
         inside = np.asarray(obj) > 0
         # VOC draws a void band along object borders; do the same, 255 where the band leaves background.
         band = (np.asarray(obj.filter(ImageFilter.MaxFilter(5))) > 0) & ~inside
@@ -115,8 +125,8 @@ def _make_image(rng: np.random.Generator, classes: list[str]):
         m[band & (m == 0)] = VOID
         m[inside] = VOC_CLASSES.index(cls) + 1
         mask = Image.fromarray(m)
-        tiny = inside.mean() < 0.02  # tiny objects are "difficult only" (flag 0) unless seen large too
-        flags[cls] = max(flags.get(cls, -1), 0 if tiny else 1)
+        small = inside.mean() < 0.02  # tiny objects are "difficult only" (flag 0) unless seen large too
+        flags[cls] = max(flags.get(cls, -1), 0 if small else 1)
     return img, mask, flags
 
 
@@ -161,22 +171,41 @@ def make_synthetic_voc(root: str | os.PathLike, year: str = "2009", n_images: in
     root = Path(root)
     check_writable(root, year)
     target = voc_dir(root, year)
-    params = {"year": str(year), "n_images": n_images, "seed": seed, "version": 1}
+    params = {"year": str(year), "n_images": n_images, "seed": seed, "version": 3}
     marker = target / MARKER
     if marker.exists() and json.loads(marker.read_text()) == params:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     (root / MARKER).write_text(json.dumps({"written_by": "voc-dl's synthetic generator"}))
-    tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=target.parent))
-    try:
-        _write_tree(tmp, str(year), n_images, seed)
-        (tmp / MARKER).write_text(json.dumps(params))
-        if target.exists():  # an older generation with other parameters (marked: ours to replace)
-            shutil.rmtree(target)
-        os.rename(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _generating(target.parent):  # runs started side by side (the demo, a parallel sweep) generate it once
+        if marker.exists() and json.loads(marker.read_text()) == params:
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=target.parent))
+        try:
+            _write_tree(tmp, str(year), n_images, seed)
+            (tmp / MARKER).write_text(json.dumps(params))
+            if target.exists():  # an older generation with other parameters (marked: ours to replace)
+                shutil.rmtree(target)
+            os.rename(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def _generating(folder: Path):
+    """An exclusive lock on `folder` itself among processes (POSIX flock; nothing is left in it)."""
+    try:
+        import fcntl
+    except ImportError:  # no fcntl (Windows): no lock, as before
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _write_tree(base: Path, year: str, n_images: int, seed: int) -> None:
@@ -189,12 +218,14 @@ def _write_tree(base: Path, year: str, n_images: int, seed: int) -> None:
     flags_of: dict[str, dict[str, int]] = {}
     for i in range(n_images):
         image_id = f"{year}_{i:06d}"
-        n_obj = int(rng.choice([1, 1, 2, 2, 3]))
+        n_obj = int(rng.choice([1, 1, 1, 2]))
         if rng.random() < 0.1:  # some images hold none of the study's classes
-            chosen = list(rng.choice(["car", "bird", "chair", "sheep"], size=n_obj))
+            chosen = list(rng.choice(DISTRACTORS, size=n_obj))
         else:
             chosen = list(rng.choice(DRAWN, size=n_obj, p=weights / weights.sum()))
-        img, mask, flags = _make_image(rng, chosen)
+        # now and then a small distractor besides: a "difficult only" (flag 0) object, as VOC has
+        tiny = str(rng.choice(DISTRACTORS)) if rng.random() < 0.15 else None
+        img, mask, flags = _make_image(rng, chosen, tiny)
         img.save(base / "JPEGImages" / f"{image_id}.jpg", quality=92)
         mask.putpalette(palette)
         mask.save(base / "SegmentationClass" / f"{image_id}.png")

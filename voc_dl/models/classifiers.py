@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from voc_dl.models.autoencoder import POOLS, ConvEncoder, init_weights
+from voc_dl.models.autoencoder import ConvEncoder, init_weights
 from voc_dl.models.feature_cache import FeatureCache
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -21,23 +21,26 @@ class EncoderClassifier(nn.Module):
     frozen: 8192 x C + C trainable parameters (24,579 for 3 classes); retrained from scratch the
     encoder's 394,464 join them (419,043). Re-initialisation follows the study: random weights,
     zero biases. cache_features (frozen only) memoises the codes of images already seen
-    (models/feature_cache.py).
+    (models/feature_cache.py). `image_size` is the input's side: the code keeps the encoder's channels
+    at 1/8 of it, so 64 px images give a quarter of the coding variables (2,048 for the 8192 encoder).
+    `norm` builds the encoder of experiment=autoencoder_improved (batch-norm after each conv); frozen, it
+    keeps that batch-norm's statistics.
     """
 
     def __init__(self, num_classes: int = 3, code_size: int = 8192, freeze_encoder: bool = False,
-                 image_size: int = 128, cache_features: bool = False):
+                 image_size: int = 128, cache_features: bool = False, norm: bool = False):
         super().__init__()
-        self.encoder = ConvEncoder(code_size)
-        # the encoder halves the image POOLS times: 128 px -> 16x16 codes, 64 px -> 8x8
-        side = image_size // 2 ** POOLS
-        if side < 1:
-            raise ValueError(f"model.net.image_size={image_size}: the encoder needs at least {2 ** POOLS} px")
-        self.head = nn.Linear(self.encoder.out_channels * side * side, num_classes)
+        self.encoder = ConvEncoder(code_size, norm=norm)
+        if image_size % 8:
+            raise ValueError(f"model.net.image_size={image_size}: the encoder pools three times, so it must be "
+                             "a multiple of 8")
+        # the code: the encoder's last channels (code_size / 16^2 at the study's 128 px) at 1/8 of the input's side
+        self.head = nn.Linear(code_size // 16**2 * (image_size // 8) ** 2, num_classes)
         init_weights(self)
         for m in self.encoder.modules():  # the study: "random weights, zero biases"
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and m.bias is not None:
                 nn.init.zeros_(m.bias)
-        self.freeze_encoder = freeze_encoder
+        self.freeze_encoder, self.norm = freeze_encoder, norm
         self.encoder.requires_grad_(not freeze_encoder)
         self.feature_cache = frozen_feature_cache(self, freeze_encoder and cache_features)
 
@@ -46,6 +49,13 @@ class EncoderClassifier(nn.Module):
         try:
             self.encoder.load_state_dict(state, strict=True)
         except RuntimeError as e:
+            has_norm = any(k.endswith("running_mean") for k in state)
+            if code_size in (None, self.encoder.code_size) and has_norm != self.norm:
+                kind = "with batch-norm (experiment=autoencoder_improved)" if has_norm else "without batch-norm"
+                raise ValueError(
+                    f"model.encoder_ckpt={source} holds an encoder {kind}, this classifier's has "
+                    f"{'' if self.norm else 'no '}batch-norm. Fix: set model.net.norm={str(has_norm).lower()}"
+                ) from None
             found = f"it holds a {code_size}-code encoder" if code_size else str(e).splitlines()[1].strip()
             raise ValueError(
                 f"model.encoder_ckpt={source} does not hold a {self.encoder.code_size}-code encoder "
@@ -54,6 +64,12 @@ class EncoderClassifier(nn.Module):
             ) from None
         if self.feature_cache is not None:
             self.feature_cache.clear()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_encoder:  # a frozen encoder keeps its batch-norm statistics (a no-op without batch-norm)
+            self.encoder.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         code = self.feature_cache(self.encoder, x) if self.feature_cache is not None else self.encoder(x)
