@@ -1,10 +1,12 @@
 """A small synthetic VOCdevkit tree, deterministic from a seed: the embedded default data.
 
-Each image holds one to three objects drawn as class-specific shapes (a cat is a head with ears, a
-motorbike two wheels and a frame, a bottle a body and neck, ...) on a textured background, so that the
-study's three tasks are learnable in a few epochs. The tree has everything voc-dl reads: JPEGs,
-Main lists for all 20 classes (with 0 = difficult-only flags for tiny objects), Segmentation lists and
-palette masks with the 255 void border. It is generated on first use and never committed.
+Each image holds one or two large objects side by side, drawn as class-specific shapes (a cat is a head
+with ears, a motorbike two wheels, a frame and handlebars, a bottle a body and neck, ...) in the class's
+hue, lit to stand out from a smooth dark or light background also in grayscale, and now and then a small
+distractor. That makes the study's three tasks learnable in the few minutes `make demo` gives them. The
+tree has everything voc-dl reads: JPEGs, Main lists for all 20 classes (with 0 = difficult-only flags for
+tiny objects), Segmentation lists and palette masks with the 255 void border. It is generated on first
+use and never committed.
 """
 
 from __future__ import annotations
