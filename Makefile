@@ -53,7 +53,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install voc-dl with its dev tools
 
-demo: $(STAMP) ## the main job: every section briefly on the embedded synthetic data (ARGS: overrides for every run)
+demo: $(STAMP) ## the main job: every section, shortened, on the embedded synthetic data (ARGS: overrides for every run)
 	$(PY) -m voc_dl.demo $(ARGS)
 
 # The numerics tests run again with oneDNN and ATen capped at AVX2: on an AVX-512/AMX CPU that stands in
