@@ -101,8 +101,9 @@ def result(run_dir: Path) -> str | None:
     except (OSError, ValueError):
         return None
     shown = ", ".join(f"{k} {m['val'][k]:.4f}" for k in SHOWN if k in m.get("val", {}))
-    return (f"{shown} on the {m['data']['val_images']} val images (best epoch {m.get('best_epoch')} of "
-            f"{m.get('epochs')}, {m.get('wall_time_s', 0):.0f} s)")
+    best = f"best epoch {m['best_epoch']} of {m.get('epochs')}" if m.get("best_epoch") is not None else \
+        f"{m.get('epochs')} epoch(s)"
+    return f"{shown} on the {m['data']['val_images']} val images ({best}, {m.get('wall_time_s', 0):.0f} s)"
 
 
 def run(name: str, args: list[str], user: list[str], logs: Path) -> bool:
@@ -243,8 +244,9 @@ def main(argv=None) -> None:
     figures = [str(f) for what in written.values() if what for f in what["figures"]]
     print(f"figures: {', '.join(figures)}")
     print("shortened (conf/debug/demo_*.yaml):\n" + "\n".join(f"  - {line}" for line in shortened()))
-    print(f"demo finished in {time.time() - started:.0f} s ({trained:.0f} s training, {args.jobs} chain(s) side "
-          f"by side{_cpu_time()}); runs under {study}, logs under {logs}, report under {out / 'report'}; "
+    side = "two chains of runs side by side" if args.jobs > 1 else "one run at a time"
+    print(f"demo finished in {time.time() - started:.0f} s ({trained:.0f} s training, {side}{_cpu_time()}); "
+          f"runs under {study}, logs under {logs}, report under {out / 'report'}; "
           f"TensorBoard: make tensorboard LOGDIR={study}")
     if failed:
         raise SystemExit(f"voc-dl demo: these runs failed: {', '.join(failed)} (their logs are under {logs})")
