@@ -27,14 +27,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from voc_dl.config import CONF_DIR
 from voc_dl.report.__main__ import build
-
-CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def shortened() -> list[str]:
     """What the demo shortens against the study (conf/experiment/*.yaml), read from conf/debug/demo_*.yaml."""
-    ae, cls, seg = (OmegaConf.load(CONF / "debug" / f"demo_{s}.yaml")
+    ae, cls, seg = (OmegaConf.load(CONF_DIR / "debug" / f"demo_{s}.yaml")
                     for s in ("autoencoder", "classification", "segmentation"))
     size = ae.data.image_size
     codes = ", ".join(f"{c} -> {c * size**2 // 128**2}" for c in (2048, 4096, 8192))

@@ -48,11 +48,8 @@ def pseudo_masks(teacher, images: np.ndarray, confidence: float, batch_size: int
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def pseudo_label(cfg: DictConfig) -> dict:
