@@ -97,7 +97,7 @@ class VOCTask(pl.LightningModule):
             return optimizer
         scheduler = instantiate({**self.scheduler_config, "_partial_": True})(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch",
-                                                         "monitor": self.monitor["metric"]}}
+                                                         "monitor": self.monitor["metric"], "name": "train/lr"}}
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
