@@ -94,6 +94,8 @@ def test_report_from_tiny_runs_of_each_section(tiny_report):
     assert float(bce["test Dice"]) == pytest.approx(tested["test"]["test/dice"]) and dice_row["test Dice"] == "nan"
     assert float(bce["test IoU"]) == pytest.approx(tested["test"]["test/iou"])
     assert f"holdout ({tested['data']['test_images']} images)" in (out / "table3.md").read_text()
+    assert (out / "table3.md").read_text().startswith("### Table 3: binary segmentation (validation and test)")
+    assert (out / "table1.md").read_text().startswith("### Table 1: autoencoder reconstruction (validation)\n")
     assert {r["data"] for r in t3 if not r["status"].startswith("failed")} == {"synthetic"}
 
     with open(out / "table2.csv") as f:

@@ -13,7 +13,7 @@ from voc_dl.checkpoints import datamodule_from, load_task
 from voc_dl.models.pca import PCA
 from voc_dl.report import rescore
 from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
-from voc_dl.report.runs import Run, test_note, tested
+from voc_dl.report.runs import Run, scored_on, test_note, tested
 from voc_dl.report.study import TABLE1
 
 TASKS = ("autoencoder", "autoencoder_improved")
@@ -183,5 +183,6 @@ def report(runs: list[Run], out: Path) -> dict:
                                       data_cfg, out / "figure3.png")
         if fig3:
             written["figures"].append(fig3)
-    written["table"] = write_table(out, "table1", "Table 1: autoencoder reconstruction (validation)", rows, notes)
+    written["table"] = write_table(out, "table1", f"Table 1: autoencoder reconstruction ({scored_on(runs)})", rows,
+                                   notes)
     return written

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 
 from voc_dl.report import rescore
 from voc_dl.report.common import save_figure, whole_epochs, write_table
-from voc_dl.report.runs import Run, test_note, tested
+from voc_dl.report.runs import Run, scored_on, test_note, tested
 from voc_dl.report.study import STUDY_CLASSES, TABLE2
 
 FIGURES = {  # file -> caption
@@ -89,5 +89,5 @@ def report(runs: list[Run], out: Path) -> dict:
         notes.append(f"Our classes ({', '.join('/'.join(c) for c in classes)}) differ from the study's "
                      "cat/motorbike/bottle, so the comparison is indicative, not like for like.")
     written: dict = {"figures": [figure_curves(ok, out / "figure4.png")] if ok else []}
-    written["table"] = write_table(out, "table2", "Table 2: multi-label classifiers (validation)", rows, notes)
+    written["table"] = write_table(out, "table2", f"Table 2: multi-label classifiers ({scored_on(runs)})", rows, notes)
     return written

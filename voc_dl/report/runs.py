@@ -101,6 +101,11 @@ def tested(runs: list[Run]) -> bool:
     return any(r.metrics.get("test") for r in runs)
 
 
+def scored_on(runs: list[Run]) -> str:
+    """What a table's title says its numbers are on."""
+    return "validation and test" if tested(runs) else "validation"
+
+
 def test_note(runs: list[Run]) -> list[str]:
     """The table note that says what the test columns are, when there are any."""
     splits = sorted({f"{d.get('test_split')} ({d.get('test_images')} images)"

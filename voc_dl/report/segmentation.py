@@ -14,7 +14,7 @@ from voc_dl.checkpoints import datamodule_from, load_task
 from voc_dl.data.voc import VOID
 from voc_dl.report import rescore
 from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
-from voc_dl.report.runs import Run, test_note, tested
+from voc_dl.report.runs import Run, scored_on, test_note, tested
 from voc_dl.report.study import TABLE3
 from voc_dl.tasks.segmentation import per_image_dice_iou
 
@@ -247,5 +247,5 @@ def report(runs: list[Run], out: Path) -> dict:
         fig8 = figure_predictions([r for r in shown if r.metrics.get("best_ckpt")], data_cfg, out / "figure8.png")
         if fig8:
             written["figures"].append(fig8)
-    written["table"] = write_table(out, "table3", "Table 3: binary segmentation (validation)", rows, notes)
+    written["table"] = write_table(out, "table3", f"Table 3: binary segmentation ({scored_on(runs)})", rows, notes)
     return written
