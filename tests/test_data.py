@@ -362,6 +362,21 @@ def test_a_test_split_that_model_selection_sees_is_refused(synthetic_root, tmp_p
                    holdout_fraction=0.001)
 
 
+def no_pixels(monkeypatch):
+    """The real lists and the real split code, without decoding (the ids are what is tested)."""
+    from voc_dl.data import datamodule as dm_module
+    monkeypatch.setattr(dm_module, "load_image", lambda path, size, mode: np.zeros((size, size, 3), np.uint8))
+    monkeypatch.setattr(dm_module, "load_mask", lambda path, size, image, void: np.zeros((size, size), np.uint8))
+
+
+def real_holdout(tmp_path, task, classes, val_to_train=0.0) -> VOCDataModule:
+    dm = VOCDataModule(task=task, root=str(SHARED_VOC), year=2012, classes=classes, image_size=8,
+                       val_to_train=val_to_train, test_split="holdout", cache_dir=str(tmp_path / "cache"))
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
 @pytest.mark.skipif(not (SHARED_VOC / "VOCdevkit" / "VOC2012").is_dir(), reason="../shared/voc is not present")
 @pytest.mark.parametrize("task, classes, val_to_train, counts", [  # (train, val, test) as docs/data.md lists them
     ("reconstruction", ["cat", "motorbike", "bottle"], 0.0, (261, 328, 87)),  # dataset=shared_voc_study
@@ -370,17 +385,24 @@ def test_a_test_split_that_model_selection_sees_is_refused(synthetic_root, tmp_p
 ])
 def test_the_holdout_of_the_real_tree_is_disjoint_from_model_selection(tmp_path, monkeypatch, task, classes,
                                                                        val_to_train, counts):
-    """The real lists and the real split code; the pixels are not decoded (the ids are what is tested)."""
-    from voc_dl.data import datamodule as dm_module
-    monkeypatch.setattr(dm_module, "load_image", lambda path, size, mode: np.zeros((size, size, 3), np.uint8))
-    monkeypatch.setattr(dm_module, "load_mask", lambda path, size, image, void: np.zeros((size, size), np.uint8))
-    dm = VOCDataModule(task=task, root=str(SHARED_VOC), year=2012, classes=classes, image_size=8,
-                       val_to_train=val_to_train, test_split="holdout", cache_dir=str(tmp_path / "cache"))
-    dm.prepare_data()
-    dm.setup()
+    no_pixels(monkeypatch)
+    dm = real_holdout(tmp_path, task, classes, val_to_train)
     test = set(dm.test_ids)
     assert not test & (set(dm.train_ids) | set(dm.val_ids))
     if task == "segmentation":  # nor do the photographs self-training labels (those in no Segmentation list)
         from voc_dl.data.extra_masks import unlabeled_ids
         assert not test & set(unlabeled_ids(voc_dir(SHARED_VOC, 2012)))
     assert (len(dm.train_ids), len(dm.val_ids), len(dm.test_ids)) == counts
+
+
+@pytest.mark.skipif(not (SHARED_VOC / "VOCdevkit" / "VOC2012").is_dir(), reason="../shared/voc is not present")
+def test_a_model_trained_with_the_holdout_never_saw_another_tasks_test_images(tmp_path, monkeypatch):
+    """The id alone decides, so the frozen encoder (Section 1) and a teacher (Section 3) trained with the holdout
+    kept out every image that the classifiers or students are tested on."""
+    no_pixels(monkeypatch)
+    encoder = real_holdout(tmp_path, "reconstruction", ["cat", "motorbike", "bottle"])
+    classifier = real_holdout(tmp_path, "classification", ["cat", "dog", "person"], val_to_train=0.25)
+    segmenter = real_holdout(tmp_path, "segmentation", ["cat"])
+    for upstream in (encoder, segmenter):
+        for downstream in (classifier, segmenter, encoder):
+            assert not set(upstream.train_ids) & set(downstream.test_ids)
