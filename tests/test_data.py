@@ -11,9 +11,9 @@ from PIL import Image
 
 from tests.conftest import SHARED_VOC
 from voc_dl.data import cache
-from voc_dl.data.datamodule import VOCDataModule
+from voc_dl.data.datamodule import VOCDataModule, in_holdout
 from voc_dl.data.synthetic import make_synthetic_voc, voc_palette
-from voc_dl.data.voc import VOC_CLASSES, VOCDataError, load_mask, voc_dir
+from voc_dl.data.voc import VOC_CLASSES, VOCDataError, load_mask, read_split_ids, voc_dir
 
 
 def datamodule(root, tmp_path, **kw) -> VOCDataModule:
@@ -328,3 +328,81 @@ def test_download_with_a_bad_checksum_fails_clearly(tree, tmp_path, monkeypatch,
                                                            "md5": "0" * 32, "base_dir": "VOCdevkit/VOC2009"})
     with pytest.raises(VOCDataError, match=r"download of VOC2009 from http://127.0.0.1.* failed.*download=false"):
         datamodule(tmp_path / "dl", tmp_path, download=True)
+
+
+# -- the test split (data.test_split) -----------------------------------------------------------------------------
+def test_holdout_is_a_fixed_share_of_train_kept_out_of_training_and_selection(synthetic_root, tmp_path):
+    plain = datamodule(synthetic_root, tmp_path, task="classification", val_to_train=0.25)
+    held = datamodule(synthetic_root, tmp_path, task="classification", val_to_train=0.25, test_split="holdout",
+                      holdout_fraction=0.5)
+    train_list = read_split_ids(voc_dir(synthetic_root, 2009) / "ImageSets" / "Main" / "train.txt")
+    expected = [i for i in plain.train_ids if i in train_list and in_holdout(i, 0.5)]
+    assert held.test_ids == expected and 0 < len(expected) < len(train_list)
+    assert not set(held.test_ids) & (set(held.train_ids) | set(held.val_ids)), "model selection never sees it"
+    assert set(held.train_ids) | set(held.test_ids) == set(plain.train_ids) and held.val_ids == plain.val_ids
+    assert held.info["test_images"] == len(held.test_set) == len(expected)
+    # a test image comes with its own pixels and labels
+    j = expected[-1]
+    assert torch.equal(held.test_set[len(expected) - 1][0], plain.train_set[plain.train_ids.index(j)][0])
+    assert torch.equal(held.test_set[len(expected) - 1][1], plain.train_set[plain.train_ids.index(j)][1])
+    # the id alone decides: another seed or a larger fraction keeps every held-out image
+    other = datamodule(synthetic_root, tmp_path, task="classification", val_to_train=0.25, test_split="holdout",
+                       holdout_fraction=0.75, seed=7)
+    assert set(held.test_ids) < set(other.test_ids)
+    assert np.mean([in_holdout(f"2008_{i:06d}", 0.2) for i in range(4000)]) == pytest.approx(0.2, abs=0.03)
+
+
+def test_a_test_split_that_model_selection_sees_is_refused(synthetic_root, tmp_path):
+    with pytest.raises(VOCDataError, match=r"data.test_split=val is also the train or val split.*holdout"):
+        datamodule(synthetic_root, tmp_path, task="segmentation", test_split="val")
+    with pytest.raises(VOCDataError, match=r"data.test_split=trainval: 48 of its images are in the train or val set"):
+        datamodule(synthetic_root, tmp_path, task="segmentation", image_size=16, test_split="trainval")
+    with pytest.raises(VOCDataError, match=r"data.holdout_fraction=0.001 leaves no holdout image of the 24"):
+        datamodule(synthetic_root, tmp_path, task="segmentation", image_size=16, test_split="holdout",
+                   holdout_fraction=0.001)
+
+
+def no_pixels(monkeypatch):
+    """The real lists and the real split code, without decoding (the ids are what is tested)."""
+    from voc_dl.data import datamodule as dm_module
+    monkeypatch.setattr(dm_module, "load_image", lambda path, size, mode: np.zeros((size, size, 3), np.uint8))
+    monkeypatch.setattr(dm_module, "load_mask", lambda path, size, image, void: np.zeros((size, size), np.uint8))
+
+
+def real_holdout(tmp_path, task, classes, val_to_train=0.0) -> VOCDataModule:
+    dm = VOCDataModule(task=task, root=str(SHARED_VOC), year=2012, classes=classes, image_size=8,
+                       val_to_train=val_to_train, test_split="holdout", cache_dir=str(tmp_path / "cache"))
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+@pytest.mark.skipif(not (SHARED_VOC / "VOCdevkit" / "VOC2012").is_dir(), reason="../shared/voc is not present")
+@pytest.mark.parametrize("task, classes, val_to_train, counts", [  # (train, val, test) as docs/data.md lists them
+    ("reconstruction", ["cat", "motorbike", "bottle"], 0.0, (261, 328, 87)),  # dataset=shared_voc_study
+    ("classification", ["cat", "dog", "person"], 0.25, (809, 557, 174)),      # experiment=classification
+    ("segmentation", ["cat"], 0.0, (293, 363, 73)),
+])
+def test_the_holdout_of_the_real_tree_is_disjoint_from_model_selection(tmp_path, monkeypatch, task, classes,
+                                                                       val_to_train, counts):
+    no_pixels(monkeypatch)
+    dm = real_holdout(tmp_path, task, classes, val_to_train)
+    test = set(dm.test_ids)
+    assert not test & (set(dm.train_ids) | set(dm.val_ids))
+    if task == "segmentation":  # nor do the photographs self-training labels (those in no Segmentation list)
+        from voc_dl.data.extra_masks import unlabeled_ids
+        assert not test & set(unlabeled_ids(voc_dir(SHARED_VOC, 2012)))
+    assert (len(dm.train_ids), len(dm.val_ids), len(dm.test_ids)) == counts
+
+
+@pytest.mark.skipif(not (SHARED_VOC / "VOCdevkit" / "VOC2012").is_dir(), reason="../shared/voc is not present")
+def test_a_model_trained_with_the_holdout_never_saw_another_tasks_test_images(tmp_path, monkeypatch):
+    """The id alone decides, so the frozen encoder (Section 1) and a teacher (Section 3) trained with the holdout
+    kept out every image that the classifiers or students are tested on."""
+    no_pixels(monkeypatch)
+    encoder = real_holdout(tmp_path, "reconstruction", ["cat", "motorbike", "bottle"])
+    classifier = real_holdout(tmp_path, "classification", ["cat", "dog", "person"], val_to_train=0.25)
+    segmenter = real_holdout(tmp_path, "segmentation", ["cat"])
+    for upstream in (encoder, segmenter):
+        for downstream in (classifier, segmenter, encoder):
+            assert not set(upstream.train_ids) & set(downstream.test_ids)

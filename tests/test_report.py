@@ -39,8 +39,9 @@ def tiny_report(tmp_path_factory, synthetic_root) -> tuple[Path, Path, dict]:
     for cs in (2048, 8192):
         run_into(compose_cfg, study / "autoencoder" / f"cs{cs}", ["experiment=autoencoder", f"model.code_size={cs}"])
     run_into(compose_cfg, study / "autoencoder_improved" / "cs2048", ["experiment=autoencoder_improved"])
-    for loss in ("bce", "dice"):
-        run_into(compose_cfg, study / "segmentation" / loss, ["experiment=segmentation", f"model.loss={loss}"])
+    for loss in ("bce", "dice"):  # the BCE run with a test split and tags, the Dice run without
+        extra = ["data.test_split=holdout", "data.holdout_fraction=0.5", "tags=[holdout]"] if loss == "bce" else []
+        run_into(compose_cfg, study / "segmentation" / loss, ["experiment=segmentation", f"model.loss={loss}", *extra])
     # in colour, so that Figure 8 feeds each net the images it was trained on
     run_into(compose_cfg, study / "segmentation_improved" / "unet", ["experiment=segmentation_improved",
                                                                      "data.color=rgb"])
@@ -63,6 +64,7 @@ def test_report_from_tiny_runs_of_each_section(tiny_report):
     ae = [r for r in t1 if r["experiment"] == "autoencoder"]
     assert sorted(int(r["code size"]) for r in ae) == [2048, 8192]
     assert {"val MSE", "val MAE", "PSNR dB", "SSIM", "study MSE", "study MAE", "epochs"} <= set(t1[0])
+    assert "test MSE" not in t1[0], "no run of Section 1 has a test split"
     assert [float(r["study MSE"]) for r in sorted(ae, key=lambda r: int(r["code size"]))] == [0.04, 0.01]
     assert any(r["experiment"] == "pca" for r in t1)
     assert [(r["code size"], r["study MSE"]) for r in t1 if r["experiment"] == "autoencoder_improved"] == [
@@ -86,6 +88,14 @@ def test_report_from_tiny_runs_of_each_section(tiny_report):
     n_val = int(allfg["val images"])
     assert n_val > 8 and all(r["val images"] == str(n_val) for r in nets + improved)
     assert "'re-scored'" not in (out / "table3.md").read_text()
+    # the test split's numbers beside val, for the run that has one; tables without such runs have no test columns
+    tested = json.loads((study / "segmentation" / "bce" / "metrics.json").read_text())
+    bce, dice_row = (next(r for r in nets if r["loss"] == loss) for loss in ("bce", "dice"))
+    assert float(bce["test Dice"]) == pytest.approx(tested["test"]["test/dice"]) and dice_row["test Dice"] == "nan"
+    assert float(bce["test IoU"]) == pytest.approx(tested["test"]["test/iou"])
+    assert f"holdout ({tested['data']['test_images']} images)" in (out / "table3.md").read_text()
+    assert (out / "table3.md").read_text().startswith("### Table 3: binary segmentation (validation and test)")
+    assert (out / "table1.md").read_text().startswith("### Table 1: autoencoder reconstruction (validation)\n")
     assert {r["data"] for r in t3 if not r["status"].startswith("failed")} == {"synthetic"}
 
     with open(out / "table2.csv") as f:
@@ -112,6 +122,7 @@ def test_report_from_tiny_runs_of_each_section(tiny_report):
     assert page.count("<tr>") >= len(t1) + len(t2) + len(t3) + 6
     assert "Data of these runs: synthetic." in page and "numbers beside ours are for VOC2009" in page
     assert "<td>synthetic</td>" in page, "every row names its data set"
+    assert "<th>tags</th>" in page and "<td>holdout</td>" in page and "| tags |" in md
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
     assert len(captions) == len(names) and all(c.startswith(("Figure", "PCA figure")) and c.endswith(".")
                                                for c in captions)

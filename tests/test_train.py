@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -331,3 +333,71 @@ def test_same_seed_same_metrics_other_seed_other_metrics(compose_cfg, tmp_path):
     first, again, other = run(1, "a"), run(1, "b"), run(2, "c")
     assert first == again
     assert first != other
+
+
+def test_a_test_split_is_scored_once_by_the_best_checkpoint_and_runs_record_where_they_came_from(
+        compose_cfg, tmp_path):
+    from tests.test_hparams import post, tensorboard
+
+    cfg = compose_cfg(["experiment=segmentation_improved", "model=segnet", "debug=tiny", *SMALL, "data.image_size=32",
+                       "data.test_split=holdout", "data.holdout_fraction=0.5", "tags=[smoke,holdout]"])
+    result = train(cfg)
+    run = tmp_path / "run"
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["test"] == result["test"] and saved["data"]["test_split"] == "holdout"
+    assert set(saved["test"]) == {k.replace("val/", "test/") for k in saved["val"]}
+    # the best checkpoint's numbers on that split, as voc_dl.eval's validation code computes them
+    ckpt = run / "checkpoints" / "best.ckpt"
+    held = evaluate(compose_cfg([f"ckpt_path={ckpt}", "split=holdout", "data.holdout_fraction=0.5", *SMALL],
+                                config_name="eval.yaml"))
+    assert held["data"]["val_images"] == saved["data"]["test_images"] > 2 * cfg.data.batch_size
+    for key, value in held["val"].items():
+        assert saved["test"][key.replace("val/", "test/")] == pytest.approx(value, rel=1e-5), key
+
+    # provenance: tags, the code's commit, package versions, hardware, the command line
+    assert saved["tags"] == ["smoke", "holdout"]
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert saved["provenance"]["git"]["commit"] == (git.stdout.strip() if git.returncode == 0 else None)
+    assert saved["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert saved["provenance"]["versions"]["pytorch-lightning"] == pl.__version__
+    assert saved["provenance"]["command"] == shlex.join(sys.orig_argv) and saved["hardware"]["cpu"]
+
+    # the cosine schedule's learning rate, once per epoch, in history.csv and TensorBoard
+    sched, lr = cfg.model.scheduler, cfg.model.optimizer.lr
+    expected = [sched.eta_min + (lr - sched.eta_min) * (1 + math.cos(math.pi * e / sched.T_max)) / 2
+                for e in range(cfg.trainer.max_epochs)]
+    history = [float(r["train/lr"]) for r in csv.DictReader((run / "history.csv").open())]
+    assert history == pytest.approx(expected, rel=1e-6)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    assert {"train/lr", "test/dice", "test/iou", "val/dice"} <= set(acc.Tags()["scalars"])
+    assert [e.value for e in acc.Scalars("train/lr")] == pytest.approx(expected, rel=1e-6)
+    _, client = tensorboard(run / "tensorboard")
+    row = post(client, "session_groups", {"experimentName": "", "allowedStatuses": ["STATUS_SUCCESS"],
+                                          "startIndex": 0, "sliceSize": 10})["sessionGroups"][0]
+    assert row["hparams"]["tags"] == "smoke,holdout" and row["hparams"]["data.test_split"] == "holdout"
+    assert row["hparams"]["git.commit"] == saved["provenance"]["git"]["commit"] or "git.commit" not in row["hparams"]
+    assert row["hparams"]["version.torch"] == saved["provenance"]["versions"]["torch"]
+    final = {m["name"]["tag"]: m["value"] for m in row["metricValues"]}
+    assert final["final/test/dice"] == pytest.approx(saved["test"]["test/dice"])
+
+
+@pytest.mark.parametrize("logger, scheduled", [(False, True), (True, False)])
+def test_the_learning_rate_monitor_leaves_runs_without_a_logger_or_a_schedule_alone(tmp_path, logger, scheduled):
+    from pytorch_lightning.demos.boring_classes import BoringModel
+    from pytorch_lightning.loggers import CSVLogger
+
+    from voc_dl.callbacks import LearningRateMonitor
+
+    class Constant(BoringModel):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    monitor = LearningRateMonitor()
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=CSVLogger(tmp_path)
+                         if logger else False, callbacks=[monitor], enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(BoringModel() if scheduled else Constant())  # Lightning's own raises without a logger
+    assert trainer.state.finished and not monitor.active and not monitor.lrs
+    assert not any(k.startswith(("lr-", "train/lr")) for k in trainer.callback_metrics)

@@ -1,4 +1,4 @@
-"""Callbacks every run uses: checkpoints, the per-epoch history file, a guard against NaN/Inf."""
+"""Callbacks every run uses: checkpoints, the per-epoch history file, a guard against NaN/Inf, the learning rate."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor as LightningLearningRateMonitor
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.seed import _collect_rng_states, _set_rng_states
 
@@ -125,3 +126,22 @@ class FiniteGuard(Callback):
                 "The last good checkpoint is checkpoints/last.ckpt. Fix: lower model.optimizer.lr, "
                 "or use fp32=true to rule out precision"
             )
+
+
+class LearningRateMonitor(LightningLearningRateMonitor):
+    """Lightning's, once per epoch, for runs whose recipe schedules the rate (the task names it `train/lr`, so
+    history.csv gets it too). Runs without a logger (`~logger`) or without a schedule are left alone instead of
+    failing: a constant rate is in the config."""
+
+    def __init__(self) -> None:
+        super().__init__(logging_interval="epoch")
+        self.active = False
+
+    def on_train_start(self, trainer: pl.Trainer, *args, **kwargs) -> None:
+        self.active = bool(trainer.loggers and trainer.lr_scheduler_configs)
+        if self.active:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args, **kwargs) -> None:
+        if self.active:
+            super().on_train_epoch_start(trainer, *args, **kwargs)

@@ -35,18 +35,21 @@ def resolve_precision(requested: str | int, fp32: bool, accelerator: str) -> str
     return "bf16-mixed" if cpu_has_bf16() else "32-true"
 
 
+def cpu_name() -> str:
+    name = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
+
+
 def hardware() -> dict:
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info["device"] = torch.cuda.get_device_name(0)
-    else:
-        name = platform.processor() or "cpu"
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        info["device"] = f"CPU: {name} ({os.cpu_count()} cores)"
+    """`device`: the GPU that runs, else the CPU; `cpu`: the host's CPU model either way."""
+    cpu = f"{cpu_name()} ({os.cpu_count()} cores)"
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "cpu": cpu}
+    info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU: {cpu}"
     return info

@@ -25,6 +25,8 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
 
+from voc_dl.provenance import tags
+
 #: the session's folder inside the TensorBoard logger's log_dir
 SESSION_DIR = "hparams"
 
@@ -65,10 +67,13 @@ def _overridden(cfg: DictConfig, overrides: list[str], choices: dict, plumbing: 
     return values
 
 
-def run_hparams(cfg: DictConfig, net: str, overrides: list[str]) -> dict:
+def run_hparams(cfg: DictConfig, net: str, overrides: list[str], provenance: dict | None = None,
+                device: str | None = None) -> dict:
     """The hyperparameters of a run, read from its composed config: the swept keys whether the command
     line or the experiment set them, and the command line's other keys but plumbing. (The keys sweep folder
-    names leave out are plumbing, or read here anyway: experiment, debug, data set, epochs.)"""
+    names leave out are plumbing, or read here anyway: experiment, debug, data set, epochs.) With the run's
+    provenance (voc_dl/provenance.py) and device, its git commit, package versions, command line and hardware
+    too, so the HParams tab tells apart runs of other code or machines."""
     choices, plumbing = _hydra()
     data = cfg.data
     used = {
@@ -89,7 +94,14 @@ def run_hparams(cfg: DictConfig, net: str, overrides: list[str]) -> dict:
         "data.batch_size": data.batch_size,
         "trainer.max_epochs": cfg.trainer.max_epochs,
         "seed": cfg.seed,
+        "data.test_split": data.get("test_split"),
+        "tags": tags(cfg) or None,
+        "device": device,
     }
+    if provenance:
+        git = provenance.get("git") or {}
+        used |= {"git.commit": git.get("commit"), "git.dirty": git.get("dirty"), "command": provenance.get("command"),
+                 **{f"version.{k}": v for k, v in (provenance.get("versions") or {}).items()}}
     values = _overridden(cfg, overrides, choices, plumbing) | {k: _plain(v) for k, v in used.items()}
     return {k: v for k, v in values.items() if v is not None}
 

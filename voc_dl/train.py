@@ -29,6 +29,7 @@ from voc_dl.config import validate
 from voc_dl.hardware import hardware, resolve_precision
 from voc_dl.hparams import log_final, run_hparams
 from voc_dl.instantiate import instantiate
+from voc_dl.provenance import provenance, tags
 
 log = logging.getLogger("voc_dl")
 
@@ -111,7 +112,7 @@ def build(cfg: DictConfig):
 
 def fit(datamodule, model, trainer, ckpt_path: str | None) -> dict:
     """Train, then score the best checkpoint (by `monitor`) on the whole validation split, as the
-    baselines and `voc_dl.eval` score it."""
+    baselines and `voc_dl.eval` score it, and once on the test split (data.test_split), if there is one."""
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     last = scalar_metrics(trainer.callback_metrics)
     monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
@@ -119,11 +120,16 @@ def fit(datamodule, model, trainer, ckpt_path: str | None) -> dict:
     if not trainer.fast_dev_run:
         trainer.limit_val_batches = 1.0
     val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+    test = {}
+    if datamodule.test_split:
+        if not trainer.fast_dev_run:
+            trainer.limit_test_batches = 1.0
+        test = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
     if not datamodule.info:  # ddp_spawn set the data up in its child processes only
         datamodule.setup("fit")
     return {"best_ckpt": best, "best_epoch": torch.load(best, map_location="cpu", weights_only=False)["epoch"]
-            if best else None, "val": scalar_metrics(val), "last": last,
-            "val_scope": "first batch" if trainer.fast_dev_run else "whole split"}
+            if best else None, "val": scalar_metrics(val), **({"test": scalar_metrics(test)} if test else {}),
+            "last": last, "val_scope": "first batch" if trainer.fast_dev_run else "whole split"}
 
 
 def record(cfg: DictConfig, result: dict, trainer, fitted: dict, data_info: dict, started: float) -> dict:
@@ -134,12 +140,16 @@ def record(cfg: DictConfig, result: dict, trainer, fitted: dict, data_info: dict
     epochs = max(trainer.current_epoch, len(history.read_text().splitlines()) - 1 if history.exists() else 0)
     result.update(status="ok", epochs=epochs, **fitted, data=data_info, wall_time_s=round(time.time() - started, 1))
     # the HParams tab compares runs, of one sweep or of every section, by their final metrics
-    log_final(trainer.loggers, run_hparams(cfg, result["model"], result["overrides"]),
-              {f"final/{k}": v for k, v in result["val"].items()}, trainer.global_step, started)
+    log_final(trainer.loggers, run_hparams(cfg, result["model"], result["overrides"], result["provenance"],
+                                             result["hardware"].get("device")),
+              {f"final/{k}": v for k, v in (result["val"] | result.get("test", {})).items()}, trainer.global_step,
+              started)
     atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
     key = cfg.monitor.metric
-    log.info("done: %s=%.4f (best epoch %s of %s) | checkpoint %s | run folder %s", key,
-             result["val"].get(key, float("nan")), result["best_epoch"], epochs, result["best_ckpt"], run_dir)
+    test_key = "test/" + key.removeprefix("val/")
+    tested = f" ({test_key}={result['test'][test_key]:.4f})" if test_key in result.get("test", {}) else ""
+    log.info("done: %s=%.4f%s (best epoch %s of %s) | checkpoint %s | run folder %s", key,
+             result["val"].get(key, float("nan")), tested, result["best_epoch"], epochs, result["best_ckpt"], run_dir)
     return result
 
 
@@ -148,8 +158,8 @@ def train(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     result = {"status": "running", "task_name": cfg.task_name, "overrides": _overrides(), "seed": cfg.seed,
-              "monitor": OmegaConf.to_container(cfg.monitor),
-              "run_dir": str(run_dir), "hardware": hardware()}
+              "tags": tags(cfg), "monitor": OmegaConf.to_container(cfg.monitor),
+              "run_dir": str(run_dir), "hardware": hardware(), "provenance": provenance()}
     atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
     try:
         datamodule, model, trainer = build(cfg)

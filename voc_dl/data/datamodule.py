@@ -6,12 +6,16 @@
   (1 object, 0 background, 255 void when `void=ignore`); with `extra_masks`, the photographs without a
   mask join the training set with the masks `voc_dl.pseudo_label` wrote for them (data/extra_masks.py).
 
+With `test_split`, a third set that model selection never sees: a list of the tree, or `holdout`, a fixed
+share of the train split picked by a hash of each image id and taken out of training.
+
 Decoded arrays come from the memory-mapped preprocessing cache; batches leave the loader as uint8
 and become floats after the transfer to the device, which keeps the host side nearly free.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -40,6 +44,14 @@ from voc_dl.data.voc import (
 log = logging.getLogger(__name__)
 TASKS = ("reconstruction", "classification", "segmentation")
 UNLABELED = "unlabeled"  # the pseudo-labelling split: photographs in no Segmentation list
+HOLDOUT = "holdout"  # data.test_split=holdout: the share of train_split that in_holdout picks
+
+
+def in_holdout(image_id: str, fraction: float) -> bool:
+    """Whether an image of the train split is held out: the first 8 bytes of sha256(id), read as a number in
+    [0, 1), fall below `fraction`. The id alone decides, so the split is the same whatever the seed, list order
+    or machine, and a larger fraction only adds images to it."""
+    return int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "big") / 2**64 < fraction
 
 
 class ArrayDataset(Dataset):
@@ -115,6 +127,8 @@ class VOCDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         seed: int = 0,
         extra_masks: str | None = None,
+        test_split: str | None = None,
+        holdout_fraction: float = 0.2,
     ):
         super().__init__()
         # saved in every checkpoint: LightningDataModule.load_from_checkpoint rebuilds these data settings
@@ -129,6 +143,12 @@ class VOCDataModule(pl.LightningDataModule):
             raise VOCDataError(f"data.void={void!r}; allowed: ignore, background")
         if image_size < 8:
             raise VOCDataError(f"data.image_size={image_size}; it must be at least 8 pixels")
+        if test_split in (train_split, val_split):
+            raise VOCDataError(f"data.test_split={test_split} is also the train or val split: model selection "
+                               f"would see it. Fix: data.test_split={HOLDOUT} (a hash share of the train split) or "
+                               "a list of the tree that neither uses")
+        if not 0.0 < holdout_fraction < 1.0:
+            raise VOCDataError(f"data.holdout_fraction={holdout_fraction}; it is a fraction in (0, 1)")
         # data.root names the user's tree, which voc-dl only reads; without it, data.synthetic generates one
         # in a folder of voc-dl's own. A root wins over data.synthetic, so `data.root=...` alone switches data.
         if root:
@@ -147,6 +167,7 @@ class VOCDataModule(pl.LightningDataModule):
         self.classes = check_classes(classes) if task != "segmentation" else list(classes)
         self.image_size, self.color = int(image_size), color
         self.train_split, self.val_split = train_split, val_split
+        self.test_split, self.holdout_fraction = test_split or None, holdout_fraction
         self.difficult_as_positive, self.void, self.val_to_train = difficult_as_positive, void, val_to_train
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.download, self.synthetic, self.on_bad_image = download, synthetic, on_bad_image
@@ -160,6 +181,7 @@ class VOCDataModule(pl.LightningDataModule):
                                if self.extra_masks else None)
         self.train_set: ArrayDataset | None = None
         self.val_set: ArrayDataset | None = None
+        self.test_set: ArrayDataset | None = None
         self.info: dict = {}
         # prepare_data's entries, so setup in the same process does not reopen and re-checksum them
         self._entries: dict[str, tuple[cache.CacheEntry, np.ndarray | None]] = {}
@@ -173,8 +195,9 @@ class VOCDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Runs once per node: generate/download the tree and build the caches that later runs share."""
         self._prepare_tree()
-        for split in (self.train_split, self.val_split):
-            self._entry(split)
+        for split in (self.train_split, self.val_split, self.test_split):
+            if split:
+                self._entry(self.train_split if split == HOLDOUT else split)
         if self.extra_masks:
             self._entry(UNLABELED)
 
@@ -209,6 +232,21 @@ class VOCDataModule(pl.LightningDataModule):
         if split not in self._entries:
             self._entries[split] = self._load_entry(split)
         return self._entries[split]
+
+    def _rows(self, split: str) -> tuple[cache.CacheEntry, np.ndarray, np.ndarray | None]:
+        """A split's cache entry, the rows of it that the split takes, and their class labels (classification).
+        The holdout is rows of the train split's entry, so its images are decoded and cached once, with train's."""
+        entry, labels = self._entry(self.train_split if split == HOLDOUT else split)
+        rows = np.arange(len(entry.ids))
+        if split == HOLDOUT or (split == self.train_split and self.test_split == HOLDOUT):
+            held = np.array([in_holdout(i, self.holdout_fraction) for i in entry.ids], dtype=bool)
+            rows = rows[held] if split == HOLDOUT else rows[~held]
+            if len(rows) == 0:
+                what = "no holdout" if split == HOLDOUT else "no training"
+                raise VOCDataError(f"data.holdout_fraction={self.holdout_fraction} leaves {what} image of the "
+                                   f"{len(entry.ids)} in split {self.train_split!r}. Fix: choose another "
+                                   "data.holdout_fraction")
+        return entry, rows, None if labels is None else labels[rows]
 
     def _load_entry(self, split: str) -> tuple[cache.CacheEntry, np.ndarray | None]:
         base = check_tree(self.root, self.year)
@@ -245,16 +283,17 @@ class VOCDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train, train_labels = self._entry(self.train_split)
-        val, val_labels = self._entry(self.val_split)
-        n_val = len(val.ids)
+        train, train_rows, train_labels = self._rows(self.train_split)
+        val, val_rows, val_labels = self._rows(self.val_split)
+        n_val = len(val_rows)
         perm = np.random.default_rng(self.seed).permutation(n_val)
         moved = np.sort(perm[: int(round(self.val_to_train * n_val))])
         kept = np.sort(perm[len(moved):])
         if len(kept) == 0:
             raise VOCDataError(f"data.val_to_train={self.val_to_train} leaves no validation image")
         key = "masks" if self.task == "segmentation" else None
-        tr_rows, va_rows = [(train.arrays, np.arange(len(train.ids))), (val.arrays, moved)], [(val.arrays, kept)]
+        tr_rows = [(train.arrays, train_rows), (val.arrays, val_rows[moved])]
+        va_rows = [(val.arrays, val_rows[kept])]
         if self.task == "classification":
             tr_targets = np.concatenate([train_labels, val_labels[moved]]).astype(np.float32)
             va_targets = val_labels[kept].astype(np.float32)
@@ -268,8 +307,19 @@ class VOCDataModule(pl.LightningDataModule):
             tr_rows.append(({"images": photographs.arrays["images"], "masks": masks}, np.arange(len(extra_ids))))
         self.train_set = ArrayDataset(tr_rows, tr_targets, key)
         self.val_set = ArrayDataset(va_rows, va_targets, key)
-        self.train_ids = list(train.ids) + [val.ids[i] for i in moved] + extra_ids
-        self.val_ids = [val.ids[i] for i in kept]
+        self.train_ids = [train.ids[i] for i in train_rows] + [val.ids[i] for i in val_rows[moved]] + extra_ids
+        self.val_ids = [val.ids[i] for i in val_rows[kept]]
+        self.test_ids = []
+        if self.test_split:
+            test, test_rows, test_labels = self._rows(self.test_split)
+            self.test_ids = [test.ids[i] for i in test_rows]
+            seen = set(self.test_ids) & (set(self.train_ids) | set(self.val_ids))
+            if seen:
+                raise VOCDataError(f"data.test_split={self.test_split}: {len(seen)} of its images are in the train or "
+                                   f"val set too (e.g. {sorted(seen)[0]}), so model selection would see them. Fix: a "
+                                   f"test list disjoint from both, or data.test_split={HOLDOUT}")
+            self.test_set = ArrayDataset([(test.arrays, test_rows)], test_labels.astype(np.float32)
+                                         if self.task == "classification" else None, key)
         self.info = self._describe(train, val, tr_targets, va_targets, len(moved))
         if self.extra_manifest:  # what the report says of the masks: their teacher, confidence, void share
             self.info["extra_masks"] = {"folder": str(Path(self.extra_masks).expanduser().absolute()),
@@ -281,6 +331,8 @@ class VOCDataModule(pl.LightningDataModule):
             "task": self.task, "root": str(self.root), "year": self.year,
             "synthetic": self.generate or generated(self.root, self.year),
             "train_images": len(self.train_set), "val_images": len(self.val_set),
+            **({"test_split": self.test_split, "test_images": len(self.test_set)} if self.test_set is not None else {}),
+            **({"holdout_fraction": self.holdout_fraction} if HOLDOUT in (self.test_split, self.val_split) else {}),
             "moved_val_to_train": moved,
             "skipped": [s["id"] for s in train.skipped + val.skipped],
             "image_shape": list(self.train_set[0][0].shape if self.task != "reconstruction"
@@ -309,6 +361,12 @@ class VOCDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            raise VOCDataError(f"no test split: data.test_split is not set. Fix: data.test_split={HOLDOUT} "
+                               "(see docs/data.md) or a list of the tree")
+        return self._loader(self.test_set, shuffle=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 -> float in [0, 1] on the device (4x less host-to-device traffic than floats)."""

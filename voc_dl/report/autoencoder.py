@@ -13,7 +13,7 @@ from voc_dl.checkpoints import datamodule_from, load_task
 from voc_dl.models.pca import PCA
 from voc_dl.report import rescore
 from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
-from voc_dl.report.runs import Run
+from voc_dl.report.runs import Run, scored_on, test_note, tested
 from voc_dl.report.study import TABLE1
 
 TASKS = ("autoencoder", "autoencoder_improved")
@@ -32,13 +32,14 @@ def _images(dataset) -> torch.Tensor:
 
 
 def ae_rows(runs: list[Run]) -> list[dict]:
-    rows = []
+    rows, test = [], tested(runs)
     for r in runs:
         cs, loss = r.model_cfg.get("code_size"), r.model_cfg.get("loss")
         study = TABLE1.get(cs, (float("nan"), float("nan")))
         rows.append({
             "experiment": r.task, "code size": cs, "loss": loss, "data": r.data_name,
             "val MSE": r.val("val/mse"), "val MAE": r.val("val/mae"),
+            **({"test MSE": r.test("test/mse"), "test MAE": r.test("test/mae")} if test else {}),
             "PSNR dB": r.val("val/psnr"), "SSIM": r.val("val/ssim"), "val images": rescore.scope_cell(r),
             "epochs": r.metrics.get("epochs"), "best epoch": r.metrics.get("best_epoch"),
             "study MSE": study[0], "study MAE": study[1],
@@ -149,7 +150,8 @@ def report(runs: list[Run], out: Path) -> dict:
     ok = [r for r in runs if r.ok]
     written: dict = {"figures": []}
     notes = ["The study's numbers are for VOC2009 cat/motorbike/bottle images, 60 epochs; ours are the run's "
-             "data and epochs as listed (a shortened run says so in its epochs column).", *rescore.note(runs)]
+             "data and epochs as listed (a shortened run says so in its epochs column).", *rescore.note(runs),
+             *test_note(runs)]
     if ok:
         data_cfg = ok[0].data_cfg
         pca_rows, curve, n_train, kmax = pca_baseline(data_cfg, ok[0].data_name)
@@ -181,5 +183,6 @@ def report(runs: list[Run], out: Path) -> dict:
                                       data_cfg, out / "figure3.png")
         if fig3:
             written["figures"].append(fig3)
-    written["table"] = write_table(out, "table1", "Table 1: autoencoder reconstruction (validation)", rows, notes)
+    written["table"] = write_table(out, "table1", f"Table 1: autoencoder reconstruction ({scored_on(runs)})", rows,
+                                   notes)
     return written

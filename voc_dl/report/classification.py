@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 
 from voc_dl.report import rescore
 from voc_dl.report.common import save_figure, whole_epochs, write_table
-from voc_dl.report.runs import Run
+from voc_dl.report.runs import Run, scored_on, test_note, tested
 from voc_dl.report.study import STUDY_CLASSES, TABLE2
 
 FIGURES = {  # file -> caption
@@ -31,7 +31,7 @@ def model_name(r: Run) -> str:
 
 
 def cls_rows(runs: list[Run]) -> list[dict]:
-    rows = []
+    rows, test = [], tested(runs)
     for r in runs:
         name = model_name(r)
         study = TABLE2.get(name, (float("nan"),) * 3)
@@ -42,7 +42,9 @@ def cls_rows(runs: list[Run]) -> list[dict]:
             "data": r.data_name, "classes": "/".join(r.data_cfg.get("classes", [])),
             "trainable params": r.metrics.get("trainable_params"),
             "val subset acc": r.val("val/subset_acc"), "val label acc": r.val("val/label_acc"),
-            "val mAP": r.val("val/map"), "val F1": r.val("val/f1"), "val images": rescore.scope_cell(r),
+            "val mAP": r.val("val/map"), "val F1": r.val("val/f1"),
+            **({"test mAP": r.test("test/map"), "test subset acc": r.test("test/subset_acc")} if test else {}),
+            "val images": rescore.scope_cell(r),
             "train log-loss": train_ll, "val log-loss": val_ll, "gap": val_ll - train_ll,
             "last train log-loss": last_train, "last val log-loss": last_val, "last gap": last_val - last_train,
             "epochs": r.metrics.get("epochs"), "best epoch": r.metrics.get("best_epoch"),
@@ -82,10 +84,10 @@ def report(runs: list[Run], out: Path) -> dict:
              "when all its labels are; per-label accuracy, mAP and F1 are shown too.",
              "train log-loss is read at the best epoch (the checkpoint evaluated); gap = val - train log-loss. "
              "The last-epoch columns show how far each model overfits when trained on (the study's Table 2 "
-             "reports log-losses after its full run).", *rescore.note(runs)]
+             "reports log-losses after its full run).", *rescore.note(runs), *test_note(runs)]
     if any(list(c) != STUDY_CLASSES for c in classes):
         notes.append(f"Our classes ({', '.join('/'.join(c) for c in classes)}) differ from the study's "
                      "cat/motorbike/bottle, so the comparison is indicative, not like for like.")
     written: dict = {"figures": [figure_curves(ok, out / "figure4.png")] if ok else []}
-    written["table"] = write_table(out, "table2", "Table 2: multi-label classifiers (validation)", rows, notes)
+    written["table"] = write_table(out, "table2", f"Table 2: multi-label classifiers ({scored_on(runs)})", rows, notes)
     return written

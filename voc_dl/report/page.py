@@ -17,7 +17,7 @@ SECTIONS = [  # title, table, {figure file: caption}
     ("Section 2: multi-label classifiers", "table2", classification.FIGURES),
     ("Section 3: binary segmentation", "table3", segmentation.FIGURES),
 ]
-RUN_COLUMNS = ["task", "data", "run", "status", "epochs", "seed", "wall s", "hardware", "overrides", "error"]
+RUN_COLUMNS = ["task", "data", "run", "status", "epochs", "seed", "tags", "wall s", "hardware", "overrides", "error"]
 INTRO = ("Every number below was read from the runs' own files (metrics.json, history.csv), but for a run that "
          "validated only part of the validation split: its best checkpoint was scored again on the whole split, "
          "as the baselines are, and its row says 're-scored'.")
@@ -47,7 +47,8 @@ def run_rows(runs: list[Run]) -> list[dict]:
     for r in runs:
         m = r.metrics
         rows.append({"task": r.task, "data": r.data_name, "run": str(r.path.resolve()), "status": r.status,
-                     "epochs": m.get("epochs"), "seed": m.get("seed"), "wall s": m.get("wall_time_s"),
+                     "epochs": m.get("epochs"), "seed": m.get("seed"), "tags": ",".join(m.get("tags") or []),
+                     "wall s": m.get("wall_time_s"),
                      "hardware": (m.get("hardware") or {}).get("device", "-"),
                      "overrides": " ".join(m.get("overrides", [])), "error": (m.get("error") or "")[:160]})
     return rows

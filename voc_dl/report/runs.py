@@ -75,6 +75,10 @@ class Run:
     def val(self, key: str, default=float("nan")) -> float:
         return self.metrics.get("val", {}).get(key, default)
 
+    def test(self, key: str, default=float("nan")) -> float:
+        """A metric of the best checkpoint on the test split (data.test_split), scored once after training."""
+        return (self.metrics.get("test") or {}).get(key, default)
+
     def at_best(self, key: str, default=float("nan")) -> float:
         """A history value at the best epoch (train metrics of the checkpoint that was evaluated)."""
         best = self.metrics.get("best_epoch")
@@ -90,6 +94,27 @@ class Run:
     def curve(self, key: str) -> tuple[list[int], list[float]]:
         pts = [(int(r["epoch"]), float(r[key])) for r in self.history if r.get(key) not in (None, "")]
         return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def tested(runs: list[Run]) -> bool:
+    """Whether any run has test numbers: then the tables show test columns beside the val ones."""
+    return any(r.metrics.get("test") for r in runs)
+
+
+def scored_on(runs: list[Run]) -> str:
+    """What a table's title says its numbers are on."""
+    return "validation and test" if tested(runs) else "validation"
+
+
+def test_note(runs: list[Run]) -> list[str]:
+    """The table note that says what the test columns are, when there are any."""
+    splits = sorted({f"{d.get('test_split')} ({d.get('test_images')} images)"
+                     for r in runs if r.metrics.get("test") for d in [r.metrics.get("data") or {}]})
+    if not splits:
+        return []
+    return [f"test columns: each run's best checkpoint, picked on val, scored once on a split that model selection "
+            f"never saw: {', '.join(splits)}; holdout = a fixed share of the train split, chosen by a hash of each "
+            "image id and kept out of training (data.test_split, docs/data.md)."]
 
 
 def read_run(path: Path) -> Run:

@@ -14,7 +14,7 @@ from voc_dl.checkpoints import datamodule_from, load_task
 from voc_dl.data.voc import VOID
 from voc_dl.report import rescore
 from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
-from voc_dl.report.runs import Run
+from voc_dl.report.runs import Run, scored_on, test_note, tested
 from voc_dl.report.study import TABLE3
 from voc_dl.tasks.segmentation import per_image_dice_iou
 
@@ -131,7 +131,7 @@ def baselines(data_cfg: dict, data_name: str) -> list[dict]:
 
 
 def seg_rows(runs: list[Run]) -> list[dict]:
-    rows = []
+    rows, test = [], tested(runs)
     for r in runs:
         loss = r.model_cfg.get("loss")
         study = TABLE3.get(loss, (float("nan"), float("nan")))
@@ -139,6 +139,7 @@ def seg_rows(runs: list[Run]) -> list[dict]:
             "experiment": r.task, "loss": loss,
             "model": net_name(r) + colour(r) + augmentation(r.model_cfg) + pseudo_labels(r), "data": r.data_name,
             "val Dice": r.val("val/dice"), "val IoU": r.val("val/iou"),
+            **({"test Dice": r.test("test/dice"), "test IoU": r.test("test/iou")} if test else {}),
             "Dice per image": r.val("val/dice_per_image"), "IoU per image": r.val("val/iou_per_image"),
             "pixel acc": r.val("val/pixel_acc"), "val images": rescore.scope_cell(r),
             # the best epoch is picked on validation Dice, so the last epoch shows how much picking added
@@ -232,7 +233,7 @@ def report(runs: list[Run], out: Path) -> dict:
              "(an image with empty target and empty prediction scores 1). Void (255) pixels are excluded when "
              "data.void=ignore.",
              "The study's numbers are for VOC2009 (749 train / 750 val), 40 epochs; ours are the run's data and "
-             "epochs as listed.", *rescore.note(runs)]
+             "epochs as listed.", *rescore.note(runs), *test_note(runs)]
     if ok:
         data_cfg = ok[0].data_cfg
         rows += baselines(data_cfg, ok[0].data_name)
@@ -246,5 +247,5 @@ def report(runs: list[Run], out: Path) -> dict:
         fig8 = figure_predictions([r for r in shown if r.metrics.get("best_ckpt")], data_cfg, out / "figure8.png")
         if fig8:
             written["figures"].append(fig8)
-    written["table"] = write_table(out, "table3", "Table 3: binary segmentation (validation)", rows, notes)
+    written["table"] = write_table(out, "table3", f"Table 3: binary segmentation ({scored_on(runs)})", rows, notes)
     return written

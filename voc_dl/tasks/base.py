@@ -1,5 +1,5 @@
 """What the three LightningModules share: config-built optimiser, self-describing checkpoints, memory format,
-image grids."""
+the test split scored as validation is, image grids."""
 
 from __future__ import annotations
 
@@ -65,6 +65,20 @@ class VOCTask(pl.LightningModule):
         # of an earlier epoch's validation and reports their mixture.
         self.reset_metrics("val_")
 
+    # -- the test split: scored by the validation code, logged as test/* --------------------------------
+    def test_step(self, batch, batch_idx: int):
+        return self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_start(self) -> None:
+        self.reset_metrics("val_")
+
+    def log(self, name: str, value, *args, **kwargs) -> None:
+        # The one place that renames: every task's validation_step logs val/*, and under trainer.test the same
+        # step, metrics and reductions report test/*, so test and val numbers cannot drift apart.
+        if self._trainer is not None and self._trainer.testing and name.startswith("val/"):
+            name = "test/" + name.removeprefix("val/")
+        super().log(name, value, *args, **kwargs)
+
     def full_precision(self):
         """A context for metric updates inside a bf16/fp16 autocast step: SSIM filters with convolutions,
         and in bf16 its variance terms (E[x^2] - E[x]^2) cancel to noise."""
@@ -83,7 +97,7 @@ class VOCTask(pl.LightningModule):
             return optimizer
         scheduler = instantiate({**self.scheduler_config, "_partial_": True})(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch",
-                                                         "monitor": self.monitor["metric"]}}
+                                                         "monitor": self.monitor["metric"], "name": "train/lr"}}
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
