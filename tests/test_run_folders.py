@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.utils import setup_globals
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, read_write
 
 from tests.conftest import ROOT
 from voc_dl import run_folders
@@ -77,6 +77,23 @@ def test_a_sweep_job_never_writes_into_a_folder_another_job_holds(compose_cfg, t
     # a job of another config under the same name gets a folder of its own
     assert claim("C", 0, compose_cfg(["experiment=segmentation", "model.loss=bce"])) == "defaults_2"
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["defaults", "defaults_1", "defaults_2"]
+
+
+def test_every_job_of_a_launch_claims_its_folder_under_the_launch_s_id(compose_cfg, tmp_path):
+    """A launcher resolves hydra.sweep.dir first, in the launching process; Hydra then copies that config's resolver
+    cache into each job's config (load_sweep_config), also for joblib workers and SLURM jobs. The launch's id must
+    be in that cache, or parallel jobs would not know each other as siblings."""
+    master = compose_cfg(["experiment=segmentation", "hydra.mode=MULTIRUN"])
+    sweep = Path(master.hydra.sweep.dir)
+    jobs = [compose_cfg(["experiment=segmentation", f"trainer.max_epochs={n}"]) for n in (1, 2)]
+    for num, job in enumerate(jobs):
+        OmegaConf.copy_cache(from_config=master, to_config=job)
+        with read_write(job.hydra):
+            job.hydra.job.num = num
+    folders = [sweep / job.hydra.sweep.subdir for job in jobs]  # both named by their overrides: "defaults"
+    assert [f.name for f in folders] == ["defaults", "defaults_1"]
+    claims = [json.loads((f / ".claim").read_text()) for f in folders]
+    assert claims[0]["launch"] == claims[1]["launch"] and [c["job"] for c in claims] == [0, 1]
 
 
 def test_a_folder_a_live_run_holds_is_refused(tmp_path):

@@ -35,14 +35,15 @@ def _run_folder(base, stamp, resume, overrides):
     return run_folders.run_folder(base, stamp, resume, overrides)
 
 
-def _sweep_folder(base, stamp, resume, overrides):
+def _sweep_folder(base, stamp, resume, overrides, launch):
     from voc_dl import run_folders
 
     return run_folders.sweep_folder(base, stamp, resume, overrides)
 
 
 # `${job_folder:sweep_dir,name,job_num,launch}` (hydra.sweep.subdir): the job's folder, claimed for it; resolved
-# per job, so not cached. `${launch:}`: one id per launch of a command (cached: every job sees the launch's).
+# per job, so not cached. `${launch:}`: one id per launch of a command. Cached, and an argument of sweep_folder so
+# that the launching process resolves it (Hydra resolves hydra.sweep.dir there): every job then sees its id.
 def _job_folder(sweep_dir, name, num, launch, _root_):
     from voc_dl import run_folders
 

@@ -241,8 +241,8 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
     status = (prior or {}).get("status")
     if prior is None or status not in ("ok", "interrupted", "running"):
         if prior is not None:
-            log.info("resume=true: training %s again from scratch (it %s: %s)", run_dir, status,
-                     (prior.get("error") or "").splitlines()[0] if prior.get("error") else "-")
+            error = (prior.get("error") or "-").splitlines()[0]
+            log.info("resume=true: training %s again from scratch (it %s: %s)", run_dir, status, error)
         return Plan("train", prior=prior)
     if "job_config" in prior:
         diff = differences(prior["job_config"], job_config(cfg))
@@ -265,7 +265,8 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
                else "it was interrupted")
         log.info("resume=true: continuing %s from checkpoints/last.ckpt (%s)", run_dir, why)
         return Plan("train", str(last), prior)
-    log.info("resume=true: training %s again from scratch (it stopped before its first checkpoint)", run_dir)
+    log.info("resume=true: training %s again from scratch (it %s with no last.ckpt to continue from)", run_dir,
+             "finished" if status == "ok" else "stopped")
     return Plan("train", prior=prior)
 
 
