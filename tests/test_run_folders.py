@@ -79,21 +79,28 @@ def test_a_sweep_job_never_writes_into_a_folder_another_job_holds(compose_cfg, t
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["defaults", "defaults_1", "defaults_2"]
 
 
-def test_every_job_of_a_launch_claims_its_folder_under_the_launch_s_id(compose_cfg, tmp_path):
-    """A launcher resolves hydra.sweep.dir first, in the launching process; Hydra then copies that config's resolver
-    cache into each job's config (load_sweep_config), also for joblib workers and SLURM jobs. The launch's id must
-    be in that cache, or parallel jobs would not know each other as siblings."""
-    master = compose_cfg(["experiment=segmentation", "hydra.mode=MULTIRUN"])
-    sweep = Path(master.hydra.sweep.dir)
-    jobs = [compose_cfg(["experiment=segmentation", f"trainer.max_epochs={n}"]) for n in (1, 2)]
+def test_each_command_is_a_launch_whose_jobs_know_each_other(compose_cfg, tmp_path, monkeypatch):
+    """voc_dl.cli.run gives every command a launch id of its own; the jobs of its sweep, in this process or in the
+    processes its launcher starts (which inherit the environment), claim their folders under it, so two jobs named
+    alike know each other as siblings."""
+    from voc_dl import LAUNCH_ENV, cli
+
+    monkeypatch.setenv(LAUNCH_ENV, "")
+    ids = []
+    for _ in range(2):
+        monkeypatch.setattr(sys, "argv", ["voc_dl.train", "-m", "model.loss=bce,dice"])
+        cli.run(lambda: ids.append(os.environ[LAUNCH_ENV]))
+    assert ids[0] != ids[1] and all(ids)
+    sweep = tmp_path / "sweep"
+    jobs = [compose_cfg(["experiment=segmentation", f"trainer.max_epochs={n}", f"hydra.sweep.dir={sweep}"])
+            for n in (1, 2)]
     for num, job in enumerate(jobs):
-        OmegaConf.copy_cache(from_config=master, to_config=job)
         with read_write(job.hydra):
             job.hydra.job.num = num
     folders = [sweep / job.hydra.sweep.subdir for job in jobs]  # both named by their overrides: "defaults"
     assert [f.name for f in folders] == ["defaults", "defaults_1"]
-    claims = [json.loads((f / ".claim").read_text()) for f in folders]
-    assert claims[0]["launch"] == claims[1]["launch"] and [c["job"] for c in claims] == [0, 1]
+    assert [json.loads((f / ".claim").read_text()) for f in folders] == [{"launch": ids[1], "job": 0},
+                                                                          {"launch": ids[1], "job": 1}]
 
 
 def test_a_folder_a_live_run_holds_is_refused(tmp_path):
@@ -225,3 +232,21 @@ def test_a_sweep_stopped_with_ctrl_c_and_run_again_trains_only_what_it_had_not_f
     resumed = json.loads((second / "metrics.json").read_text())
     assert resumed["status"] == "ok" and resumed["epochs"] == 4
     assert [int(line.split(",")[0]) for line in (second / "history.csv").read_text().splitlines()[1:]] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow  # a launcher plugin's sweep
+def test_parallel_jobs_named_alike_get_folders_of_their_own(tmp_path, synthetic_root):
+    """Jobs in joblib workers, in a folder given by hydra.sweep.dir, whose overrides differ only in a key left out of
+    folder names: each its own folder, and the same command with resume=true skips all of them."""
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "voc_dl.train", "-m", "hydra/launcher=local_parallel", "experiment=segmentation",
+               "trainer.max_epochs=1,2", "debug=fast", "data.batch_size=2", f"data.root={synthetic_root}",
+               f"data.cache_dir={tmp_path}/cache", f"hydra.sweep.dir={sweep}", "~logger"]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    assert sorted(runs) == ["data.batch_size=2", "data.batch_size=2_1"]
+    assert sorted(r["job_config"]["trainer"]["max_epochs"] for r in runs.values()) == [1, 2]
+    again = subprocess.run([*command, "resume=true"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("finished before with the same config") == 2

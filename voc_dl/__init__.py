@@ -35,15 +35,19 @@ def _run_folder(base, stamp, resume, overrides):
     return run_folders.run_folder(base, stamp, resume, overrides)
 
 
-def _sweep_folder(base, stamp, resume, overrides, launch):
+def _sweep_folder(base, stamp, resume, overrides):
     from voc_dl import run_folders
 
     return run_folders.sweep_folder(base, stamp, resume, overrides)
 
 
 # `${job_folder:sweep_dir,name,job_num,launch}` (hydra.sweep.subdir): the job's folder, claimed for it; resolved
-# per job, so not cached. `${launch:}`: one id per launch of a command. Cached, and an argument of sweep_folder so
-# that the launching process resolves it (Hydra resolves hydra.sweep.dir there): every job then sees its id.
+# per job, so not cached. `${launch:}`: the id of this launch of a command, which all its jobs share: voc_dl.cli.run
+# sets a new one for every command, and the processes a launcher starts (joblib workers, SLURM jobs) inherit it.
+# (Hydra's resolver cache would not do: with hydra.sweep.dir given, the launching process resolves nothing of it.)
+LAUNCH_ENV = "VOC_DL_LAUNCH"
+
+
 def _job_folder(sweep_dir, name, num, launch, _root_):
     from voc_dl import run_folders
 
@@ -53,6 +57,6 @@ def _job_folder(sweep_dir, name, num, launch, _root_):
 OmegaConf.register_new_resolver("run_folder", _run_folder, replace=True, use_cache=True)
 OmegaConf.register_new_resolver("sweep_folder", _sweep_folder, replace=True, use_cache=True)
 OmegaConf.register_new_resolver("job_folder", _job_folder, replace=True)
-OmegaConf.register_new_resolver("launch", lambda: uuid.uuid4().hex, replace=True, use_cache=True)
+OmegaConf.register_new_resolver("launch", lambda: os.environ.setdefault(LAUNCH_ENV, uuid.uuid4().hex), replace=True)
 
 __version__ = "0.1.0"
