@@ -19,6 +19,18 @@ REPORT ?= outputs/report
 PRETRAINED_WEIGHTS ?= IMAGENET1K_V1
 # code sizes of experiment=autoencoder_improved in `make autoencoder` (e.g. 2048,4096,8192)
 IMPROVED_CODES ?= 2048
+# SEEDS=3: every job of the section targets runs with seeds 1..3 (the report shows mean ± std over them);
+# empty: one run per job, with the config's seed (42).
+SEEDS ?=
+ifneq ($(SEEDS),)
+ifneq ($(shell [ "$(SEEDS)" -ge 1 ] 2>/dev/null && echo ok),ok)
+$(error SEEDS=$(SEEDS): give the number of seeds, e.g. SEEDS=3)
+endif
+endif
+SEEDS_ALL := $(if $(SEEDS),seed=$(shell seq -s, 1 $(SEEDS)))
+# the runs later steps read (the encoder, the teacher) are seed 1's; their other seeds are a sweep beside them
+SEED_FIRST := $(if $(SEEDS),seed=1)
+SEEDS_REST := $(if $(SEEDS),$(if $(filter-out 1,$(SEEDS)),seed=$(shell seq -s, 2 $(SEEDS))))
 # Runs that later steps read are single runs in folders of their own: a sweep names job folders by their
 # overrides, which PRECISION=, EPOCHS= or ARGS= change, so no line below guesses such a name.
 # Section 1's 8192-code MSE autoencoder (one of Table 1's six jobs), the encoder of `make classifiers`:
@@ -32,9 +44,13 @@ PSEUDO_LABELS ?= $(STUDY)/pseudo_labels
 DATA_ARGS := $(if $(DATA),dataset=voc2009 data.root=$(abspath $(DATA)) data.year=$(YEAR),dataset=$(DATASET))
 COMMON := $(DATA_ARGS) trainer.accelerator=$(ACCELERATOR) $(if $(PRECISION),trainer.precision=$(PRECISION)) \
 	$(if $(EPOCHS),trainer.max_epochs=$(EPOCHS)) $(ARGS)
+# The section targets carry on where they stopped: resume=true skips the jobs finished with the same config and
+# continues interrupted ones from last.ckpt (docs/reliability.md, "Resume"); FORCE=1 trains every job again.
+JOB := resume=$(if $(FORCE),false,true) $(COMMON)
 TRAIN := $(PY) -m voc_dl.train
 SWEEP := $(TRAIN) -m
-TRAIN_ENCODER := $(TRAIN) experiment=autoencoder model.code_size=8192 model.loss=mse hydra.run.dir=$(ENCODER_RUN) $(COMMON)
+TRAIN_ENCODER := $(TRAIN) experiment=autoencoder model.code_size=8192 model.loss=mse hydra.run.dir=$(ENCODER_RUN) \
+	$(SEED_FIRST) $(JOB)
 # pseudo-labelling reads the tree the runs read (DATA, DATASET and ARGS' data.* keys); the teacher fixes the rest
 PSEUDO_DATA := $(DATA_ARGS) $(filter data.% +data.% ++data.%,$(ARGS))
 
@@ -97,38 +113,44 @@ bench-epoch: $(STAMP) ## seconds per epoch of the study's autoencoder through vo
 autoencoder: $(STAMP) ## Section 1: code size x loss (6 jobs, 8192/MSE in STUDY/encoder), the improved recipe (IMPROVED_CODES), PCA baseline, Table 1, Figures 2-3
 	@# as in a sweep, a failing job is recorded (its metrics.json, the report's table) and the others go on
 	-$(TRAIN_ENCODER)
-	$(SWEEP) experiment=autoencoder model.code_size=2048,4096 model.loss=mse,mae \
-		hydra.sweep.dir=$(STUDY)/autoencoder $(COMMON)
-	$(SWEEP) experiment=autoencoder model.code_size=8192 model.loss=mae hydra.sweep.dir=$(STUDY)/autoencoder $(COMMON)
-	$(SWEEP) experiment=autoencoder_improved model.code_size=$(IMPROVED_CODES) \
-		hydra.sweep.dir=$(STUDY)/autoencoder_improved $(COMMON)
+	$(if $(SEEDS_REST),$(SWEEP) experiment=autoencoder model.code_size=8192 model.loss=mse $(SEEDS_REST) \
+		hydra.sweep.dir=$(STUDY)/autoencoder $(JOB))
+	$(SWEEP) experiment=autoencoder model.code_size=2048,4096 model.loss=mse,mae $(SEEDS_ALL) \
+		hydra.sweep.dir=$(STUDY)/autoencoder $(JOB)
+	$(SWEEP) experiment=autoencoder model.code_size=8192 model.loss=mae $(SEEDS_ALL) hydra.sweep.dir=$(STUDY)/autoencoder \
+		$(JOB)
+	$(SWEEP) experiment=autoencoder_improved model.code_size=$(IMPROVED_CODES) $(SEEDS_ALL) \
+		hydra.sweep.dir=$(STUDY)/autoencoder_improved $(JOB)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section autoencoder
 
 $(ENCODER_RUN)/checkpoints/best.ckpt: | $(STAMP)
 	$(TRAIN_ENCODER)
 
 classifiers: $(STAMP) $(ENCODER) ## Section 2: four classifiers (+ augmented deep CNN), Table 2, Figure 4
-	$(SWEEP) experiment=classification model=frozen_encoder "model.encoder_ckpt='$(abspath $(ENCODER))'" \
-		hydra.sweep.dir=$(STUDY)/classification/frozen $(COMMON)
-	$(SWEEP) experiment=classification model=encoder,deep_cnn hydra.sweep.dir=$(STUDY)/classification/scratch $(COMMON)
-	$(SWEEP) experiment=classification model=deep_cnn model.augment=true \
-		hydra.sweep.dir=$(STUDY)/classification/augmented $(COMMON)
+	$(SWEEP) experiment=classification model=frozen_encoder "model.encoder_ckpt='$(abspath $(ENCODER))'" $(SEEDS_ALL) \
+		hydra.sweep.dir=$(STUDY)/classification/frozen $(JOB)
+	$(SWEEP) experiment=classification model=encoder,deep_cnn $(SEEDS_ALL) hydra.sweep.dir=$(STUDY)/classification/scratch \
+		$(JOB)
+	$(SWEEP) experiment=classification model=deep_cnn model.augment=true $(SEEDS_ALL) \
+		hydra.sweep.dir=$(STUDY)/classification/augmented $(JOB)
 	$(SWEEP) experiment=classification model=pretrained model.net.backbone=alexnet,resnet18 \
-		model.net.weights=$(PRETRAINED_WEIGHTS) hydra.sweep.dir=$(STUDY)/classification/pretrained $(COMMON)
+		model.net.weights=$(PRETRAINED_WEIGHTS) $(SEEDS_ALL) hydra.sweep.dir=$(STUDY)/classification/pretrained $(JOB)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section classification
 
 segmentation: $(STAMP) ## Section 3: BCE versus Dice on the study's net and the U-Net, the improved recipe (the teacher, STUDY/teacher), pseudo-labelling, self-training, Table 3, Figures 5-8
-	$(SWEEP) experiment=segmentation model=segnet,unet model.loss=bce,dice \
-		hydra.sweep.dir=$(STUDY)/segmentation $(COMMON)
-	$(TRAIN) experiment=segmentation_improved hydra.run.dir=$(TEACHER_RUN) $(COMMON)
-	$(SWEEP) experiment=segmentation_improved model=segnet model.augment=false trainer.max_epochs=60 \
-		hydra.sweep.dir=$(STUDY)/segmentation_improved $(COMMON)
+	$(SWEEP) experiment=segmentation model=segnet,unet model.loss=bce,dice $(SEEDS_ALL) \
+		hydra.sweep.dir=$(STUDY)/segmentation $(JOB)
+	$(TRAIN) experiment=segmentation_improved hydra.run.dir=$(TEACHER_RUN) $(SEED_FIRST) $(JOB)
+	$(if $(SEEDS_REST),$(SWEEP) experiment=segmentation_improved $(SEEDS_REST) \
+		hydra.sweep.dir=$(STUDY)/segmentation_improved $(JOB))
+	$(SWEEP) experiment=segmentation_improved model=segnet model.augment=false trainer.max_epochs=60 $(SEEDS_ALL) \
+		hydra.sweep.dir=$(STUDY)/segmentation_improved $(JOB)
 	$(PY) -m voc_dl.pseudo_label "ckpt_path='$(abspath $(TEACHER))'" "out='$(abspath $(PSEUDO_LABELS))'" $(PSEUDO_DATA)
-	$(SWEEP) experiment=segmentation_selftrain "data.extra_masks='$(abspath $(PSEUDO_LABELS))'" \
-		hydra.sweep.dir=$(STUDY)/segmentation_selftrain $(COMMON)
+	$(SWEEP) experiment=segmentation_selftrain "data.extra_masks='$(abspath $(PSEUDO_LABELS))'" $(SEEDS_ALL) \
+		hydra.sweep.dir=$(STUDY)/segmentation_selftrain $(JOB)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section segmentation
 
-all: $(STAMP) ## the whole study: Sections 1-3 (a section already done is skipped unless FORCE=1), then the report
+all: $(STAMP) ## the whole study: Sections 1-3 (a section or job already done is skipped unless FORCE=1), then the report
 	$(if $(FORCE),rm -f $(STUDY)/autoencoder/.done $(STUDY)/classification/.done $(STUDY)/segmentation/.done)
 	$(MAKE) $(STUDY)/autoencoder/.done
 	$(MAKE) $(STUDY)/classification/.done

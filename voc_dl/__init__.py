@@ -2,6 +2,7 @@
 
 import os
 import re
+import uuid
 
 from omegaconf import OmegaConf
 
@@ -22,5 +23,40 @@ OmegaConf.register_new_resolver("channels", lambda color: {"rgb": 3, "gray": 1}.
 # `${task_of:${model._target_}}`: the task a model trains, the name of its module (voc_dl.tasks.<task>.<Class>),
 # so the data config follows the experiment's model instead of each experiment repeating it.
 OmegaConf.register_new_resolver("task_of", lambda target: str(target).split(".")[-2], replace=True)
+
+
+# Run folders (voc_dl/run_folders.py, imported when first resolved: it needs torch-heavy modules).
+# `${run_folder:base,time,resume,overrides}` (hydra.run.dir) and `${sweep_folder:...}` (hydra.sweep.dir's last part)
+# create a new folder named by time (<time>_1 when taken) or, with resume=true, find the newest of the same
+# command. Cached: Hydra copies a launch's resolver cache into every job, so each job gets the launch's folder.
+def _run_folder(base, stamp, resume, overrides):
+    from voc_dl import run_folders
+
+    return run_folders.run_folder(base, stamp, resume, overrides)
+
+
+def _sweep_folder(base, stamp, resume, overrides):
+    from voc_dl import run_folders
+
+    return run_folders.sweep_folder(base, stamp, resume, overrides)
+
+
+# `${job_folder:sweep_dir,name,job_num,launch}` (hydra.sweep.subdir): the job's folder, claimed for it; resolved
+# per job, so not cached. `${launch:}`: the id of this launch of a command, which all its jobs share: voc_dl.cli.run
+# sets a new one for every command, and the processes a launcher starts (joblib workers, SLURM jobs) inherit it.
+# (Hydra's resolver cache would not do: with hydra.sweep.dir given, the launching process resolves nothing of it.)
+LAUNCH_ENV = "VOC_DL_LAUNCH"
+
+
+def _job_folder(sweep_dir, name, num, launch, _root_):
+    from voc_dl import run_folders
+
+    return run_folders.job_folder(sweep_dir, name, num, launch, _root_)
+
+
+OmegaConf.register_new_resolver("run_folder", _run_folder, replace=True, use_cache=True)
+OmegaConf.register_new_resolver("sweep_folder", _sweep_folder, replace=True, use_cache=True)
+OmegaConf.register_new_resolver("job_folder", _job_folder, replace=True)
+OmegaConf.register_new_resolver("launch", lambda: os.environ.setdefault(LAUNCH_ENV, uuid.uuid4().hex), replace=True)
 
 __version__ = "0.1.0"

@@ -10,12 +10,14 @@ import logging
 import os
 import re
 import sys
+import uuid
 import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from voc_dl import LAUNCH_ENV
 from voc_dl.data.extra_masks import RETIRED_KEYS, retired
 
 TRAINER_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "trainer" / "default.yaml"
@@ -109,7 +111,8 @@ def quiet_third_parties() -> None:
 
 
 def run(app) -> None:
-    """Call a @hydra.main app with checked overrides and a quiet console."""
+    """Call a @hydra.main app with checked overrides and a quiet console, as a launch of its own (`${launch:}`)."""
+    os.environ[LAUNCH_ENV] = uuid.uuid4().hex
     quiet_third_parties()
     sys.argv = [sys.argv[0], *prepare_overrides(sys.argv[1:])]
     app()

@@ -36,6 +36,39 @@ def plumbing_keys() -> frozenset[str]:
     return frozenset(OmegaConf.load(CONF_DIR / "hydra" / "default.yaml").job.config.override_dirname.exclude_keys)
 
 
+# Keys that say where and on what a run executes, not what it computes: two runs that differ only in these are
+# the same job (a resume may move it to a GPU or another cache). Narrower than plumbing_keys(), which also
+# leaves trainer.max_epochs, data.root or model.encoder_ckpt out of folder names for readability only.
+RESULT_NEUTRAL = ("hydra", "paths", "ckpt_path", "resume", "threads", "logger", "data.cache_dir",
+                  "trainer.accelerator", "trainer.devices")
+
+
+def job_config(cfg: DictConfig) -> dict:
+    """A job's composed config without Hydra's node, its interpolations kept (`${paths.run_dir}/...` is the
+    same text in every run folder): what a run records so that a later command can tell whether it is the
+    same job."""
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def comparable(config: dict, ignore=RESULT_NEUTRAL) -> dict:
+    """A job config as {dotted key: value}, without the keys under `ignore`."""
+    return {k: v for k, v in _flat(config).items() if not any(k == i or k.startswith(i + ".") for i in ignore)}
+
+
+def differences(old: dict, new: dict, ignore=RESULT_NEUTRAL) -> dict[str, tuple]:
+    """{dotted key: (old value, new value)} of two job configs, leaving out the keys under `ignore`."""
+    a, b = comparable(old, ignore), comparable(new, ignore)
+    unset = "<unset>"
+    return {k: (a.get(k, unset), b.get(k, unset)) for k in sorted(set(a) | set(b))
+            if a.get(k, unset) != b.get(k, unset)}
+
+
 class ConfigError(ValueError):
     pass
 

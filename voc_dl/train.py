@@ -18,27 +18,20 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import voc_dl  # noqa: F401  (registers the config resolvers)
-from voc_dl import cli
+from voc_dl import cli, run_folders
 from voc_dl.atomic import atomic_write_text
 from voc_dl.callbacks import AtomicCheckpointIO, scalar_metrics
-from voc_dl.config import validate
+from voc_dl.config import job_config, validate
 from voc_dl.hardware import hardware, resolve_precision
 from voc_dl.hparams import log_final, run_hparams
 from voc_dl.instantiate import instantiate
 from voc_dl.provenance import provenance, tags
 
 log = logging.getLogger("voc_dl")
-
-
-def _overrides() -> list[str]:
-    try:
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:  # composed outside a Hydra app (tests)
-        return []
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
@@ -157,9 +150,10 @@ def train(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    result = {"status": "running", "task_name": cfg.task_name, "overrides": _overrides(), "seed": cfg.seed,
-              "tags": tags(cfg), "monitor": OmegaConf.to_container(cfg.monitor),
-              "run_dir": str(run_dir), "hardware": hardware(), "provenance": provenance()}
+    result = {"status": "running", "task_name": cfg.task_name, "overrides": run_folders.task_overrides(),
+              "seed": cfg.seed, "tags": tags(cfg), "monitor": OmegaConf.to_container(cfg.monitor),
+              "run_dir": str(run_dir), "hardware": hardware(), "provenance": provenance(),
+              "job_config": job_config(cfg)}  # what resume=true compares (Hydra rewrites .hydra/ every launch)
     atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
     try:
         datamodule, model, trainer = build(cfg)
@@ -175,9 +169,11 @@ def train(cfg: DictConfig) -> dict:
         fitted = fit(datamodule, model, trainer, ckpt_path)
         return record(cfg, result, trainer, fitted, datamodule.info, started)
     except BaseException as e:
-        # Ctrl-C or a kill (Lightning turns SIGTERM into SIGTERMException) stops a healthy run: interrupted,
-        # resumable with ckpt_path=last; anything else is a failure of the run itself.
-        stopped = isinstance(e, KeyboardInterrupt | SIGTERMException)
+        # Ctrl-C or a kill (Lightning turns SIGTERM into SIGTERMException, and Ctrl-C during fit into sys.exit(1)
+        # raised while handling the KeyboardInterrupt) stops a healthy run: interrupted, resumable with
+        # ckpt_path=last; anything else is a failure of the run itself.
+        stopped = isinstance(e, KeyboardInterrupt | SIGTERMException) or (
+            isinstance(e, SystemExit) and isinstance(e.__context__, KeyboardInterrupt))
         result.update(status="interrupted" if stopped else "failed",
                       error=f"{type(e).__name__}: {e}" + (" (resume: ckpt_path=last)" if stopped else ""),
                       traceback=traceback.format_exc(),
@@ -188,13 +184,26 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
 def app(cfg: DictConfig) -> float | None:
+    run_dir = Path(cfg.paths.run_dir)
     with cli.one_line_errors():
         try:
-            result = train(cfg)
+            with run_folders.in_use(run_dir):  # no second process in this folder while this one trains
+                step = run_folders.plan(cfg, run_dir)
+                if step.action == "skip":
+                    return step.returned(cfg.monitor.metric)
+                if step.ckpt_path != cfg.get("ckpt_path"):
+                    with open_dict(cfg):
+                        cfg.ckpt_path = step.ckpt_path
+                if cfg.get("resume"):  # the DDP processes Lightning starts from this command follow this decision
+                    os.environ[run_folders.RESUMED_FROM] = step.ckpt_path or ""
+                result = train(cfg)
         except Exception as e:
             # In a sweep one failing job must not take the others down: record it and go on.
             if HydraConfig.get().mode == RunMode.MULTIRUN:
-                log.error("job failed (recorded in %s/metrics.json): %s", cfg.paths.run_dir, e)
+                if isinstance(e, run_folders.RunFolderError):  # refused before it wrote anything
+                    log.error("job not run: %s", e)
+                else:
+                    log.error("job failed (recorded in %s/metrics.json): %s", run_dir, e)
                 return None
             raise
     return result["val"].get(cfg.monitor.metric)  # what a sweeper optimises, in the direction of monitor.mode

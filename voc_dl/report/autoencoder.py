@@ -11,7 +11,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from voc_dl.checkpoints import datamodule_from, load_task
 from voc_dl.models.pca import PCA
-from voc_dl.report import rescore
+from voc_dl.report import rescore, seeds
 from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
 from voc_dl.report.runs import Run, scored_on, test_note, tested
 from voc_dl.report.study import TABLE1
@@ -19,7 +19,7 @@ from voc_dl.report.study import TABLE1
 TASKS = ("autoencoder", "autoencoder_improved")
 FIGURES = {  # file -> caption
     "figure2.png": "Figure 2: training (solid) and validation (dashed) loss per epoch of the 2048-code autoencoder, "
-                   "on a log scale.",
+                   "on a log scale; over several seeds their mean, in a band from the lowest to the highest seed.",
     "figure3.png": "Figure 3: one validation image per class (left) and its reconstruction by each autoencoder's "
                    "best checkpoint, one column per code size.",
     "figure_pca.png": "PCA figure: validation MSE of PCA fitted on the training images, against its number of "
@@ -29,6 +29,11 @@ FIGURES = {  # file -> caption
 
 def _images(dataset) -> torch.Tensor:
     return dataset.__getitems__(list(range(len(dataset)))).float().div_(255)
+
+
+# the columns each run measures: over seeds of one config, Table 1 shows their mean ± standard deviation
+MEASURED = ("val MSE", "val MAE", "PSNR dB", "SSIM", "epochs", "best epoch", "MSE - study", "wall s",
+            "test MSE", "test MAE")
 
 
 def ae_rows(runs: list[Run]) -> list[dict]:
@@ -94,11 +99,12 @@ def figure_pca(curve, ae: list[dict], n_train: int, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def figure_curves(run: Run, path: Path, title: str) -> Path:
+def figure_curves(runs: list[Run], path: Path, title: str) -> Path:
+    """The loss curves of one run, or the mean and min-max band of runs that differ only in seed."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for key, style in (("train/loss", "-"), ("val/loss", "--")):
-        ax.plot(*run.curve(key), style, label=key)
-    ax.set(xlabel="epoch", ylabel=f"loss ({run.model_cfg.get('loss')})", title=title, yscale="log")
+        seeds.plot_mean(ax, runs, key, style, label=key + seeds.seeds_label(runs))
+    ax.set(xlabel="epoch", ylabel=f"loss ({runs[0].model_cfg.get('loss')})", title=title, yscale="log")
     ax.legend()
     whole_epochs(ax)
     return save_figure(fig, path)
@@ -146,7 +152,7 @@ def report(runs: list[Run], out: Path) -> dict:
     runs = rescore.on_full_split([r for r in runs if r.task in TASKS], out)
     if not runs:
         return {}
-    rows = ae_rows(runs)
+    rows = seeds.merge(ae_rows(runs), runs, MEASURED)
     ok = [r for r in runs if r.ok]
     written: dict = {"figures": []}
     notes = ["The study's numbers are for VOC2009 cat/motorbike/bottle images, 60 epochs; ours are the run's "
@@ -169,8 +175,9 @@ def report(runs: list[Run], out: Path) -> dict:
         fig2 = sorted(fig2, key=lambda r: (r.task != "autoencoder", r.model_cfg.get("loss") != "mse"))
         if fig2:
             recipe = " (improved recipe)" if fig2[0].task == "autoencoder_improved" else ""
-            written["figures"].append(figure_curves(fig2[0], out / "figure2.png",
-                                                    f"Figure 2: 2048-code autoencoder{recipe} ({fig2[0].name})"))
+            group = seeds.siblings(fig2[0], ok)
+            written["figures"].append(figure_curves(group, out / "figure2.png", f"Figure 2: 2048-code autoencoder"
+                                                    f"{recipe} ({seeds.group_name(group)})"))
         best_of = {}
         # an interrupted run's best checkpoint so far stands in for a code size that has no finished run
         shown = [r for r in runs if r.metrics.get("best_ckpt") and (r.ok or r.status == "interrupted")]

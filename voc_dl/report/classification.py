@@ -6,14 +6,15 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from voc_dl.report import rescore
+from voc_dl.report import rescore, seeds
 from voc_dl.report.common import save_figure, whole_epochs, write_table
 from voc_dl.report.runs import Run, scored_on, test_note, tested
 from voc_dl.report.study import STUDY_CLASSES, TABLE2
 
 FIGURES = {  # file -> caption
     "figure4.png": "Figure 4: log-loss (top) and accuracy (bottom) per epoch of each classifier, training solid and "
-                   "validation dashed (validation mAP dotted).",
+                   "validation dashed (validation mAP dotted); over several seeds their mean, in a band from the "
+                   "lowest to the highest seed.",
 }
 MODEL_NAMES = {"EncoderClassifier": None, "DeepCNN": "deep_cnn", "PretrainedClassifier": "pretrained"}
 
@@ -28,6 +29,12 @@ def model_name(r: Run) -> str:
         weights = "random init" if weights in (None, "", "none", "random") else Path(str(weights)).name
         return f"pretrained ({net.get('backbone')}, {weights}, {'frozen' if net.get('freeze') else 'fine-tuned'})"
     return MODEL_NAMES.get(kind) or kind
+
+
+# the columns each run measures: over seeds of one config, Table 2 shows their mean ± standard deviation
+MEASURED = ("val subset acc", "val label acc", "val mAP", "val F1", "train log-loss", "val log-loss", "gap",
+            "last train log-loss", "last val log-loss", "last gap", "epochs", "best epoch", "wall s",
+            "test mAP", "test subset acc")
 
 
 def cls_rows(runs: list[Run]) -> list[dict]:
@@ -55,14 +62,17 @@ def cls_rows(runs: list[Run]) -> list[dict]:
     return sorted(rows, key=lambda x: x["model"])
 
 
-def figure_curves(runs: list[Run], path: Path) -> Path:
-    fig, axes = plt.subplots(2, len(runs), figsize=(3.6 * len(runs), 5.4), squeeze=False)
-    for j, r in enumerate(runs):
+def figure_curves(groups: list[list[Run]], path: Path) -> Path:
+    """A column per classifier: one run, or the mean and min-max band of runs that differ only in seed."""
+    fig, axes = plt.subplots(2, len(groups), figsize=(3.6 * len(groups), 5.4), squeeze=False)
+    for j, runs in enumerate(groups):
+        r = runs[0]
         for key, style in (("train/loss", "-"), ("val/loss", "--")):
-            axes[0][j].plot(*r.curve(key), style, label=key)
+            seeds.plot_mean(axes[0][j], runs, key, style, label=key)
         for key, style in (("train/subset_acc", "-"), ("val/subset_acc", "--"), ("val/map", ":")):
-            axes[1][j].plot(*r.curve(key), style, label=key)
-        axes[0][j].set_title(model_name(r) + (" + aug" if r.model_cfg.get("augment") else ""), fontsize=9)
+            seeds.plot_mean(axes[1][j], runs, key, style, label=key)
+        axes[0][j].set_title(model_name(r) + (" + aug" if r.model_cfg.get("augment") else "") + seeds.seeds_label(runs),
+                             fontsize=9)
         axes[0][j].set_ylabel("log-loss")
         axes[1][j].set_ylabel("accuracy / mAP")
         axes[1][j].set_xlabel("epoch")
@@ -77,7 +87,7 @@ def report(runs: list[Run], out: Path) -> dict:
     runs = rescore.on_full_split([r for r in runs if r.task == "classification"], out)
     if not runs:
         return {}
-    rows = cls_rows(runs)
+    rows = seeds.merge(cls_rows(runs), runs, MEASURED)
     ok = [r for r in runs if r.ok]
     classes = {tuple(r.data_cfg.get("classes", [])) for r in ok}
     notes = ["'study val acc' is compared with our exact-match (subset) accuracy: an image counts as right only "
@@ -88,6 +98,6 @@ def report(runs: list[Run], out: Path) -> dict:
     if any(list(c) != STUDY_CLASSES for c in classes):
         notes.append(f"Our classes ({', '.join('/'.join(c) for c in classes)}) differ from the study's "
                      "cat/motorbike/bottle, so the comparison is indicative, not like for like.")
-    written: dict = {"figures": [figure_curves(ok, out / "figure4.png")] if ok else []}
+    written: dict = {"figures": [figure_curves(seeds.groups(ok), out / "figure4.png")] if ok else []}
     written["table"] = write_table(out, "table2", f"Table 2: multi-label classifiers ({scored_on(runs)})", rows, notes)
     return written

@@ -35,6 +35,33 @@ def fmt(value, column: str = "") -> str:
     return f"{value:.4g}"
 
 
+STD = " std"  # a column holding the standard deviation over seeds of the column it names (report/seeds.py)
+
+
+def fmt_spread(mean: float, std: float) -> str:
+    """'mean ± std', both to the decimal place of the standard deviation's second significant digit."""
+    if not math.isfinite(std):
+        return fmt(mean)
+    if std <= abs(mean) * 1e-6:  # none, or float round-off between seeds that computed the same number
+        return f"{fmt(mean)} ± 0"
+    digits = max(0, 1 - math.floor(math.log10(abs(std))))
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def shown_columns(keys) -> list[str]:
+    """The columns a table shows: a '<column> std' is shown inside its column, as 'mean ± std'."""
+    return [k for k in keys if not (k.endswith(STD) and k[: -len(STD)] in keys)]
+
+
+def spread_of(row: dict, column: str):
+    """The standard deviation beside a cell, as a number, or None."""
+    std = row.get(column + STD)
+    try:
+        return None if std in (None, "") or math.isnan(float(std)) else float(std)
+    except (TypeError, ValueError):
+        return None
+
+
 def relative(path: str | Path, out: Path) -> str:
     """A run folder as seen from the report folder: what the report's links point to."""
     return os.path.relpath(Path(path).resolve(), Path(out).resolve())
@@ -49,8 +76,9 @@ def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / f"{name}.csv", buf.getvalue())
-    lines = [f"### {title}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(md_cell(r.get(k), k, out) for k in keys) + " |" for r in rows]
+    shown = shown_columns(keys)
+    lines = [f"### {title}", "", "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(md_cell(r.get(k), k, out, spread_of(r, k)) for k in shown) + " |" for r in rows]
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
     md = "\n".join(lines) + "\n"
@@ -58,9 +86,11 @@ def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[
     return md
 
 
-def md_cell(value, column: str, out: Path) -> str:
+def md_cell(value, column: str, out: Path, spread: float | None = None) -> str:
     if column == "run" and value:
         return f"[{relative(value, out)}](<{relative(value, out)}/>)"
+    if spread is not None:
+        return fmt_spread(float(value), spread)
     return fmt(value, column)
 
 

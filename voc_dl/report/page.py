@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from voc_dl.atomic import atomic_write_text
 from voc_dl.report import autoencoder, classification, segmentation
-from voc_dl.report.common import fmt, md_cell, relative
+from voc_dl.report.common import fmt, fmt_spread, md_cell, relative, shown_columns, spread_of
 from voc_dl.report.runs import Run
 
 SECTIONS = [  # title, table, {figure file: caption}
@@ -54,12 +54,12 @@ def run_rows(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def _html_cell(value, column: str, out: Path) -> str:
+def _html_cell(value, column: str, out: Path, spread: float | None = None) -> str:
     if column == "run" and value:
         rel = relative(value, out)
         return f'<td class=long><a href="{html.escape(quote(rel))}/">{html.escape(rel)}</a></td>'
     value = _number(value)
-    text = fmt(value, column)
+    text = fmt_spread(float(value), spread) if spread is not None else fmt(value, column)
     classes = ["n"] if isinstance(value, int | float) else ["long"] if len(text) > 30 else []
     if column == "status" and value not in ("ok", None, ""):
         classes.append("bad")
@@ -70,9 +70,10 @@ def _html_cell(value, column: str, out: Path) -> str:
 def _html_table(rows: list[dict], out: Path) -> str:
     if not rows:
         return "<p>(none)</p>"
-    keys = list(dict.fromkeys(k for r in rows for k in r))
+    keys = shown_columns(list(dict.fromkeys(k for r in rows for k in r)))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    body = "".join("<tr>" + "".join(_html_cell(r.get(k), k, out) for k in keys) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(_html_cell(r.get(k), k, out, spread_of(r, k)) for k in keys) + "</tr>"
+                   for r in rows)
     return f"<div class=scroll><table><tr>{head}</tr>{body}</table></div>"
 
 

@@ -12,7 +12,7 @@ import torch
 
 from voc_dl.checkpoints import datamodule_from, load_task
 from voc_dl.data.voc import VOID
-from voc_dl.report import rescore
+from voc_dl.report import rescore, seeds
 from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
 from voc_dl.report.runs import Run, scored_on, test_note, tested
 from voc_dl.report.study import TABLE3
@@ -24,11 +24,13 @@ FIGURES = {  # file -> caption
                    "black, void grey (the border VOC leaves unlabelled; no loss or metric counts it when "
                    "data.void=ignore).",
     "figure6.png": "Figure 6: training (solid) and validation (dashed) loss per epoch of the best run of each "
-                   "segmenter, validation as the run measured it while training.",
+                   "segmenter, validation as the run measured it while training; a run over several seeds is their "
+                   "mean, in a band from the lowest to the highest seed.",
     "figure7.png": "Figure 7: training (solid) and validation (dashed) Dice, pooled over pixels, per epoch of the "
-                   "same runs.",
+                   "same runs (over several seeds: their mean and min-max band).",
     "figure8.png": "Figure 8: validation images spread over the split, their targets (void grey) and the mask each "
-                   "run's best checkpoint predicts: white where it predicts the object, black where background.",
+                   "run's best checkpoint predicts (of a run over several seeds, its first seed's): white where it "
+                   "predicts the object, black where background.",
 }
 
 
@@ -75,16 +77,21 @@ def device(r: Run) -> str:
     return name.removeprefix("NVIDIA ") if "NVIDIA" in name else "CPU"
 
 
-def featured(runs: list[Run]) -> list[Run]:
-    """The runs the figures show: the best of each study-faithful (net, loss, colour), and the best beyond them
-    per net. A figure with every run of a sweep would be unreadable."""
-    best: dict[tuple, Run] = {}
-    for r in runs:
+def featured(groups: list[list[Run]]) -> list[list[Run]]:
+    """The runs the figures show, each with the runs that differ from it only in seed: the best of each
+    study-faithful (net, loss, colour), and the best beyond them per net, by mean val Dice over the seeds. A figure
+    with every run of a sweep would be unreadable."""
+    def dice(runs: list[Run]) -> float:
+        return sum(r.val("val/dice", -1) for r in runs) / len(runs)
+
+    best: dict[tuple, list[Run]] = {}
+    for runs in groups:
+        r = runs[0]
         key = (net_name(r), r.model_cfg.get("loss"), colour(r)) if r.task == "segmentation" else (net_name(r),)
-        if key not in best or r.val("val/dice", -1) > best[key].val("val/dice", -1):
-            best[key] = r
-    return sorted(best.values(), key=lambda r: (r.task != "segmentation", net_name(r), r.model_cfg.get("loss") != "bce",
-                                                 colour(r)))
+        if key not in best or dice(runs) > dice(best[key]):
+            best[key] = runs
+    return sorted(best.values(), key=lambda g: (g[0].task != "segmentation", net_name(g[0]),
+                                                g[0].model_cfg.get("loss") != "bce", colour(g[0])))
 
 
 def label(r: Run) -> str:
@@ -130,6 +137,11 @@ def baselines(data_cfg: dict, data_name: str) -> list[dict]:
     return rows
 
 
+# the columns each run measures: over seeds of one config, Table 3 shows their mean ± standard deviation
+MEASURED = ("val Dice", "val IoU", "Dice per image", "IoU per image", "pixel acc", "last-epoch Dice", "epochs",
+            "best epoch", "Dice - study", "wall s", "test Dice", "test IoU")
+
+
 def seg_rows(runs: list[Run]) -> list[dict]:
     rows, test = [], tested(runs)
     for r in runs:
@@ -153,13 +165,14 @@ def seg_rows(runs: list[Run]) -> list[dict]:
     return sorted(rows, key=lambda x: (x["experiment"], x["model"], x["loss"] or ""))
 
 
-def figure_curves(runs: list[Run], keys: tuple[str, str], ylabel: str, title: str, path: Path) -> Path:
+def figure_curves(groups: list[list[Run]], keys: tuple[str, str], ylabel: str, title: str, path: Path) -> Path:
+    """One colour per run (solid train, dashed validation); runs that differ only in seed as their mean and
+    min-max band."""
     fig, ax = plt.subplots(figsize=(9.6, 3.8))
-    for i, r in enumerate(runs):  # one colour per run; solid train, dashed validation
+    for i, runs in enumerate(groups):
         for key, style in zip(keys, ("-", "--"), strict=True):
-            x, y = r.curve(key)
-            if x:
-                ax.plot(x, y, style, color=f"C{i % 10}", label=f"{label(r)}: {key}")
+            seeds.plot_mean(ax, runs, key, style, color=f"C{i % 10}",
+                            label=f"{label(runs[0])}{seeds.seeds_label(runs)}: {key}")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     whole_epochs(ax)
@@ -226,7 +239,7 @@ def report(runs: list[Run], out: Path) -> dict:
     runs = rescore.on_full_split([r for r in runs if r.task in TASKS], out)
     if not runs:
         return {}
-    rows = seg_rows(runs)
+    rows = seeds.merge(seg_rows(runs), runs, MEASURED)
     ok = [r for r in runs if r.ok]
     written: dict = {"figures": []}
     notes = ["Dice and IoU pool every valid pixel of the validation set; 'per image' averages each image's score "
@@ -238,13 +251,15 @@ def report(runs: list[Run], out: Path) -> dict:
         data_cfg = ok[0].data_cfg
         rows += baselines(data_cfg, ok[0].data_name)
         written["figures"].append(figure_sample(data_cfg, out / "figure5.png"))
-        shown = featured(ok)
+        shown = featured(seeds.groups(ok))
         written["figures"].append(figure_curves(shown, ("train/loss", "val/loss"), "loss",
                                                 "Figure 6: training and validation loss", out / "figure6.png"))
         written["figures"].append(figure_curves(shown, ("train/dice", "val/dice"), "Dice (pooled)",
                                                 "Figure 7: training and validation Dice", out / "figure7.png"))
         # a fast_dev_run run writes no checkpoint: nothing to predict with
-        fig8 = figure_predictions([r for r in shown if r.metrics.get("best_ckpt")], data_cfg, out / "figure8.png")
+        # one checkpoint each: the first seed of a group
+        fig8 = figure_predictions([g[0] for g in shown if g[0].metrics.get("best_ckpt")], data_cfg,
+                                  out / "figure8.png")
         if fig8:
             written["figures"].append(fig8)
     written["table"] = write_table(out, "table3", f"Table 3: binary segmentation ({scored_on(runs)})", rows, notes)
