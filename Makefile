@@ -71,7 +71,7 @@ test-slow: $(STAMP) ## the slow tests too (real-data smoke runs)
 	$(PY) -m pytest -q -m ''
 
 lint: $(STAMP) ## ruff
-	$(PY) -m ruff check voc_dl tests benchmarks
+	$(PY) -m ruff check voc_dl hydra_plugins tests benchmarks
 
 # The data benchmark reads DATA=... (or DATASET=shared_voc: ../shared/voc, VOC2012, cat/dog/person), else synthetic.
 BENCH_DATA := $(if $(DATA),--root $(DATA) --year $(YEAR),$(if $(filter shared_voc,$(DATASET)),--root ../shared/voc --year 2012 --classes cat dog person))
