@@ -64,7 +64,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision first and pinned, so pip never resolves a different build for them.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,cluster]'
+	$(PY) -m pip install -q -e '.[dev,cluster,search]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install voc-dl with its dev tools
@@ -87,7 +87,7 @@ test-slow: $(STAMP) ## the slow tests too (real-data smoke runs)
 	$(PY) -m pytest -q -m ''
 
 lint: $(STAMP) ## ruff
-	$(PY) -m ruff check voc_dl tests benchmarks
+	$(PY) -m ruff check voc_dl hydra_plugins tests benchmarks
 
 # The data benchmark reads DATA=... (or DATASET=shared_voc: ../shared/voc, VOC2012, cat/dog/person), else synthetic.
 BENCH_DATA := $(if $(DATA),--root $(DATA) --year $(YEAR),$(if $(filter shared_voc,$(DATASET)),--root ../shared/voc --year 2012 --classes cat dog person))

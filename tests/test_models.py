@@ -159,6 +159,23 @@ def test_feature_cache_only_for_frozen_nets_and_off_with_augmentation():
     assert task.net.feature_cache is None
 
 
+def test_augmentation_strength_scales_crop_and_jitter_down_to_flips_only():
+    from voc_dl.tasks.classification import ClassificationTask, augmentation
+
+    x = torch.rand(3, 32, 32)
+    torch.manual_seed(0)
+    flips_only = augmentation(32, strength=0.0)
+    outs = [flips_only(x) for _ in range(20)]
+    assert all(torch.equal(o, x) or torch.equal(o, x.flip(-1)) for o in outs)
+    assert any(torch.equal(o, x.flip(-1)) for o in outs) and any(torch.equal(o, x) for o in outs)
+    _, crop, jitter = augmentation(32, strength=0.5).transforms
+    assert crop.scale == (0.8, 1.0) and crop.ratio == pytest.approx(((3 / 4) ** 0.5, (4 / 3) ** 0.5))
+    assert jitter.brightness == pytest.approx((0.85, 1.15)) and jitter.hue == pytest.approx((-0.025, 0.025))
+    net = {"_target_": "voc_dl.models.classifiers.DeepCNN", "num_classes": 3}
+    with pytest.raises(ValueError, match=r"model.augment_strength=2.5: must be in \[0, 2\]"):
+        ClassificationTask(net, 3, augment=True, augment_strength=2.5, optimizer=ADAM)
+
+
 def test_pretrained_backbone_from_a_local_state_dict(tmp_path):
     from torchvision.models import resnet18
 

@@ -19,8 +19,10 @@ import pytest
 
 from tests.conftest import ROOT, SHARED_VOC
 
-# Appended to a training command unless it sets the key itself: one short epoch of small batches.
+# Appended to a training command unless it sets the key itself: one short epoch of small batches (and a
+# search of one such trial).
 TINY = ("debug=tiny", "trainer.max_epochs=1", "data.batch_size=2")
+SEARCH_TINY = ("hydra.sweeper.n_trials=1",)
 ENTRY = re.compile(r"^(\S*python\S*\s+-m\s+voc_dl\b|\S*voc-dl-[a-z]+\b|make\b)")
 
 
@@ -75,7 +77,8 @@ def with_tiny_overrides(words: list[str]) -> list[str]:
     if not any(w in ("voc_dl.train", "voc-dl-train") or w.endswith("/voc-dl-train") for w in words):
         return words
     keys = {w.split("=", 1)[0].lstrip("+~") for w in words if "=" in w}
-    return words + [o for o in TINY if o.split("=", 1)[0] not in keys]
+    tiny = TINY + (SEARCH_TINY if "hparams_search" in keys else ())
+    return words + [o for o in tiny if o.split("=", 1)[0] not in keys]
 
 
 def run_records(work: Path) -> dict[Path, dict]:
@@ -112,3 +115,6 @@ def run_readme_command(command: str, checkout: Path) -> None:
     assert all(m["status"] == "ok" for m in new.values()), {str(p): m.get("error") for p, m in new.items()}
     if "voc_dl.train" in words and words.count("-m") == 2:  # a sweep lands in Hydra's sweep folder
         assert all(p.relative_to(checkout).parts[:2] == ("outputs", "multiruns") for p in new), list(new)
+    if any(w.startswith("hparams_search=") for w in words):  # a search, in its own folder beside its study
+        assert all(p.relative_to(checkout).parts[:2] == ("outputs", "searches") for p in new), list(new)
+        assert all((p.parent.parent / "study.db").is_file() for p in new), list(new)

@@ -10,18 +10,20 @@ import logging
 from pathlib import Path
 
 from voc_dl import cli
-from voc_dl.report import autoencoder, classification, page, segmentation
+from voc_dl.report import autoencoder, classification, page, search, segmentation
 from voc_dl.report.runs import collect
 
-SECTIONS = {"autoencoder": autoencoder, "classification": classification, "segmentation": segmentation}
+SECTIONS = {"autoencoder": autoencoder, "classification": classification, "segmentation": segmentation,
+            "search": search}
 
 
 def build(runs_dir: str | Path, out: str | Path, sections=tuple(SECTIONS)) -> dict:
     runs = collect(runs_dir)
     out = Path(out)
-    written = {}
+    written = {}  # the sections that had runs to report
     for name in sections:
-        written[name] = SECTIONS[name].report(runs, out)
+        if what := SECTIONS[name].report(runs, out):
+            written[name] = what
     page.write(out, runs)
     return written
 
@@ -38,8 +40,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     sections = tuple(SECTIONS) if args.section == "all" else (args.section,)
     written = build(args.runs, args.out, sections)
-    for name, what in written.items():
-        if not what:
+    for name in sections:
+        if not (what := written.get(name)):
             print(f"{name}: no runs under {args.runs}")
             continue
         print(what["table"])

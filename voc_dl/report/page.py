@@ -8,14 +8,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 from voc_dl.atomic import atomic_write_text
-from voc_dl.report import autoencoder, classification, segmentation
+from voc_dl.report import autoencoder, classification, search, segmentation
 from voc_dl.report.common import fmt, fmt_spread, md_cell, relative, shown_columns, spread_of
 from voc_dl.report.runs import Run
 
-SECTIONS = [  # title, table, {figure file: caption}
+SECTIONS = [  # title, table, {figure file: caption} or a function of the report folder giving them
     ("Section 1: convolutional autoencoder", "table1", autoencoder.FIGURES),
     ("Section 2: multi-label classifiers", "table2", classification.FIGURES),
     ("Section 3: binary segmentation", "table3", segmentation.FIGURES),
+    ("Hyperparameter searches", search.TABLE, search.figures),
 ]
 RUN_COLUMNS = ["task", "data", "run", "status", "epochs", "seed", "tags", "wall s", "hardware", "overrides", "error"]
 INTRO = ("Every number below was read from the runs' own files (metrics.json, history.csv), but for a run that "
@@ -98,6 +99,7 @@ def write(out: Path, runs: list[Run]) -> tuple[Path, Path]:
     body = [f"<p class={'warn' if 'synthetic' in names else 'data'}><b>{html.escape(data)}</b> "
             f"{html.escape(data_note(names))}</p>", f"<p>{html.escape(INTRO)}</p>"]
     for title, table, figures in SECTIONS:
+        figures = figures(out) if callable(figures) else figures
         md += [f"## {title}", ""]
         body.append(f"<h2>{html.escape(title)}</h2>")
         if (out / f"{table}.md").is_file():

@@ -34,17 +34,22 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     }, prefix=prefix)
 
 
-def augmentation(size: int) -> nn.Module:
+def augmentation(size: int, strength: float = 1.0) -> nn.Module:
+    """Random flip, resized crop and colour jitter; `strength` scales the crop's ranges and the jitter
+    (1: the values below, 0: flips only)."""
     return v2.Compose([
         v2.RandomHorizontalFlip(),
-        v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True),
-        v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05),
+        v2.RandomResizedCrop(size, scale=(1 - 0.4 * strength, 1.0), ratio=((3 / 4) ** strength, (4 / 3) ** strength),
+                             antialias=True),
+        v2.ColorJitter(brightness=0.3 * strength, contrast=0.3 * strength, saturation=0.3 * strength,
+                       hue=0.05 * strength),
     ])
 
 
 class ClassificationTask(VOCTask):
     def __init__(self, net: dict, num_classes: int, encoder_ckpt: str | None = None,
-                 augment: bool = False, l2: float = 0.0, l2_blocks: tuple[int, ...] = (),
+                 augment: bool = False, augment_strength: float = 1.0, l2: float = 0.0,
+                 l2_blocks: tuple[int, ...] = (),
                  early_stopping_patience: int | None = None, early_stopping_min_delta: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.save_hyperparameters()
@@ -55,6 +60,10 @@ class ClassificationTask(VOCTask):
         self.encoder_ckpt = encoder_ckpt
         self.augment = augment
         self._augmentation: nn.Module | None = None
+        if not 0 <= augment_strength <= 2:  # 2: the crop keeps a fifth of the image
+            raise ValueError(f"model.augment_strength={augment_strength}: must be in [0, 2] (1 = the default, "
+                             "0 = flips only)")
+        self.augment_strength = augment_strength
         if augment and getattr(self.net, "feature_cache", None) is not None:
             self.net.feature_cache = None  # augmented images are new every epoch: nothing to reuse
         self.l2, self.l2_blocks = l2, tuple(l2_blocks)
@@ -92,7 +101,7 @@ class ClassificationTask(VOCTask):
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         if self._augmentation is None:
-            self._augmentation = augmentation(x.shape[-1])
+            self._augmentation = augmentation(x.shape[-1], self.augment_strength)
         # v2 transforms draw one set of parameters per call: call per image so each gets its own.
         return torch.stack([self._augmentation(img) for img in x])
 
