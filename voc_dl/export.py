@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -170,7 +171,25 @@ def runtime(fmt: str) -> str:
 
 
 def export(cfg: DictConfig) -> dict:
+    """Write the file, check it, and record the run in the run folder's metrics.json (also when it fails)."""
     started = time.time()
+    run_dir = Path(cfg.paths.run_dir)
+    result = {"status": "running", "task_name": cfg.task_name, "overrides": cli.overrides()}
+    try:
+        result.update(_export(cfg), status="ok", wall_time_s=round(time.time() - started, 1))
+    except BaseException as e:
+        result.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
+                      wall_time_s=round(time.time() - started, 1))
+        raise
+    finally:
+        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    log.info("exported %s to %s (%s, %.1f MB); checked in %s on 3 images: max |difference| to PyTorch %.2g",
+             result["ckpt_path"], result["out"], cfg.format, result["bytes"] / 1e6, result["check"]["runtime"],
+             result["check"]["max_abs_diff"])
+    return result
+
+
+def _export(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise ConfigError("ckpt_path is required. Fix: python -m voc_dl.export ckpt_path=<run>/checkpoints/best.ckpt "
                           "format=onnx|torchscript")
@@ -180,7 +199,6 @@ def export(cfg: DictConfig) -> dict:
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such file. Fix: give a checkpoint such as "
                                 "outputs/runs/<experiment>/<time>/checkpoints/best.ckpt")
-    run_dir = Path(cfg.paths.run_dir)
     task, trained_on = load_task(ckpt)
     kind = trained_on.get("task")
     if cfg.tta:
@@ -188,7 +206,7 @@ def export(cfg: DictConfig) -> dict:
             raise ConfigError(f"tta=true is the segmenters' flip test-time augmentation; ckpt_path={cfg.ckpt_path} "
                               f"is a {kind} model. Fix: drop tta=true")
         task.tta = True
-    out = Path(cfg.out).expanduser() if cfg.out else run_dir / f"{kind}{FORMATS[cfg.format]}"
+    out = Path(cfg.out).expanduser() if cfg.out else Path(cfg.paths.run_dir) / f"{kind}{FORMATS[cfg.format]}"
     if out.is_dir():
         raise ConfigError(f"out={cfg.out} is a folder. Fix: out=<a file>, e.g. outputs/export/model"
                           f"{FORMATS[cfg.format]}")
@@ -215,14 +233,8 @@ def export(cfg: DictConfig) -> dict:
         raise RuntimeError(f"{out}: the exported model disagrees with PyTorch (max |difference| {diff:.3g}, output "
                            f"shape {list(got.shape)} for {list(expected.shape)}). Fix: try format=torchscript, and "
                            "report the checkpoint's network")
-    result = {"status": "ok", "task_name": cfg.task_name, "ckpt_path": str(ckpt.resolve()), "task": kind,
-              "format": cfg.format, "out": str(out.absolute()), "bytes": out.stat().st_size, "metadata": meta,
-              "check": check, "hardware": hardware(), "wall_time_s": round(time.time() - started, 1)}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
-    log.info("exported %s to %s (%s, %.1f MB); checked in %s on 3 images: max |difference| to PyTorch %.2g",
-             ckpt, out, cfg.format, result["bytes"] / 1e6, check["runtime"], diff)
-    return result
+    return {"ckpt_path": str(ckpt.resolve()), "task": kind, "format": cfg.format, "out": str(out.absolute()),
+            "bytes": out.stat().st_size, "metadata": meta, "check": check, "hardware": hardware()}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export.yaml")

@@ -33,7 +33,6 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageFilter
 from pytorch_lightning.callbacks import BasePredictionWriter
@@ -189,18 +188,11 @@ def check_out(out: Path, paths: list[Path], spec) -> None:
                           "never writes beside them. Fix: out=<a folder outside them>, e.g. outputs/predict")
 
 
-def _overrides() -> list[str]:
-    try:
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:  # composed outside a Hydra app (tests)
-        return []
-
-
 def predict(cfg: DictConfig) -> dict:
     """Predict every image `cfg.input` names into `cfg.out`; returns the run record (also metrics.json)."""
     started = time.time()
     run_dir = Path(cfg.paths.run_dir)
-    result = {"status": "running", "task_name": cfg.task_name, "overrides": _overrides()}
+    result = {"status": "running", "task_name": cfg.task_name, "overrides": cli.overrides()}
     try:
         result.update(_predict(cfg, result))
         result.update(status="ok", wall_time_s=round(time.time() - started, 1))
