@@ -194,14 +194,13 @@ def predict(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.run_dir)
     result = {"status": "running", "task_name": cfg.task_name, "overrides": cli.overrides()}
     try:
-        result.update(_predict(cfg, result))
-        result.update(status="ok", wall_time_s=round(time.time() - started, 1))
-        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+        result.update(_predict(cfg, result), status="ok", wall_time_s=round(time.time() - started, 1))
     except BaseException as e:
         result.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
                       wall_time_s=round(time.time() - started, 1))
-        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
         raise
+    finally:
+        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
     log.info("predicted %d images with %s (%d unreadable, listed with their error): %s", result["images"],
              result["ckpt_path"], result["unreadable"], result["csv"])
     return result
