@@ -64,7 +64,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision first and pinned, so pip never resolves a different build for them.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,cluster,search]'
+	$(PY) -m pip install -q -e '.[dev,cluster,search,export]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install voc-dl with its dev tools

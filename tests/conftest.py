@@ -54,9 +54,10 @@ def composer(tmp_path: Path, synthetic_root: Path):
             cfg.hydra.runtime.cwd = str(ROOT)
             cfg.hydra.job.num = 0
             cfg.paths.output_dir = str(tmp_path / "outputs")
-            cfg.data.cache_dir = str(tmp_path / "cache")
-            if cfg.data.get("synthetic"):  # a root wins over data.synthetic: the shared test tree
-                cfg.data.root = str(synthetic_root)
+            if "data" in cfg:  # entry configs that read no VOC tree (predict, export) have none
+                cfg.data.cache_dir = str(tmp_path / "cache")
+                if cfg.data.get("synthetic"):  # a root wins over data.synthetic: the shared test tree
+                    cfg.data.root = str(synthetic_root)
         HydraConfig().set_config(cfg)
         return cfg
 

@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-ENTRY_POINTS = ("voc_dl.train", "voc_dl.eval", "voc_dl.pseudo_label", "voc_dl.demo")
+ENTRY_POINTS = ("voc_dl.train", "voc_dl.eval", "voc_dl.pseudo_label", "voc_dl.demo", "voc_dl.predict",
+                "voc_dl.export")
 FORBIDDEN = {
     # the data layer runs no network: a teacher's masks come from voc_dl.pseudo_label, as files
     "voc_dl/data": ("voc_dl.tasks", "voc_dl.models", "voc_dl.checkpoints", "voc_dl.report", *ENTRY_POINTS),

@@ -50,6 +50,16 @@ def one_line_errors():
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
+def overrides() -> list[str]:
+    """The command line's Hydra overrides, for a run's record ([] when composed outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
 def trainer_arguments() -> list[str]:
     import pytorch_lightning as pl
 

@@ -104,6 +104,11 @@ def _already_batched(batch):
     return batch
 
 
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [0, 1]: the only scaling voc-dl's networks see (no mean/std outside the net)."""
+    return images.float().div_(255)
+
+
 class VOCDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -371,6 +376,6 @@ class VOCDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 -> float in [0, 1] on the device (4x less host-to-device traffic than floats)."""
         if isinstance(batch, torch.Tensor):
-            return batch.float().div_(255)
+            return to_unit_float(batch)
         images, target = batch
-        return images.float().div_(255), target
+        return to_unit_float(images), target

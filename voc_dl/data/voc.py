@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -121,21 +121,52 @@ def read_class_labels(base: Path, classes, split: str, difficult_as_positive: bo
     return ids, labels.reshape(len(ids), len(classes))
 
 
-def load_image(path: Path, size: int, mode: str) -> np.ndarray:
-    """Decode and resize an image to (size, size, C) uint8; C=3 for 'rgb', 1 for 'gray'."""
+BAD_IMAGE_FIX = "replace the file from the VOC tar, or set data.on_bad_image=skip to leave it out"
+
+
+def decode_image(path: Path, fix: str = BAD_IMAGE_FIX) -> Image.Image:
+    """Decode any image file Pillow reads into 8-bit RGB, upright; a VOCDataError naming the file otherwise.
+
+    Photographs that are not 8-bit RGB are converted, not refused: 16-bit PNGs and TIFFs keep their top
+    8 bits (Pillow's own conversion would clip them to white), transparent pixels are laid over white,
+    CMYK goes through Pillow's conversion (no ICC profile), grayscale and palette images become gray RGB.
+    A camera's EXIF orientation is applied, so the pixels are the picture a viewer shows.
+    """
     try:
         with Image.open(path) as im:
             im.load()
-            im = im.convert("RGB" if mode == "rgb" else "L")
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                # 16 bits (Pillow reads 16-bit grayscale as I;16 or I): scale to 8, do not clip
+                wide = np.asarray(im, dtype=np.int64)
+                im = Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8), "L")
+            elif im.mode == "F":
+                im = Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8), "L")
+            if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+            return im.convert("RGB")
     except FileNotFoundError:
         raise VOCDataError(f"image listed but missing: {path}. Fix: restore JPEGImages/ from the VOC tar, "
                            "or set data.on_bad_image=skip") from None
     except DECODE_ERRORS as e:
-        raise VOCDataError(f"corrupt or truncated image {path}: {e}. Fix: replace the file from the VOC tar, "
-                           "or set data.on_bad_image=skip to leave it out") from None
+        raise VOCDataError(f"corrupt or truncated image {path}: {e}. Fix: {fix}") from None
+
+
+def image_array(im: Image.Image, size: int, mode: str) -> np.ndarray:
+    """An RGB image as the networks read it: (size, size, C) uint8, C=3 for 'rgb', 1 for 'gray'.
+
+    Gray is Pillow's ITU-R 601-2 luma of the RGB; the resize is bilinear to a square, ignoring aspect ratio.
+    """
+    im = im.convert("L") if mode == "gray" else im
     im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
     arr = np.asarray(im, dtype=np.uint8)
     return arr if arr.ndim == 3 else arr[:, :, None]
+
+
+def load_image(path: Path, size: int, mode: str) -> np.ndarray:
+    """Decode and resize an image to (size, size, C) uint8; C=3 for 'rgb', 1 for 'gray'."""
+    return image_array(decode_image(path), size, mode)
 
 
 def load_mask(path: Path, size: int, image_path: Path | None, void: str) -> np.ndarray:

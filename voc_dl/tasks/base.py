@@ -99,6 +99,17 @@ class VOCTask(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch",
                                                          "monitor": self.monitor["metric"], "name": "train/lr"}}
 
+    # -- prediction (voc_dl.predict, voc_dl.export) ------------------------------------------------------
+    # What `infer` returns, in words: voc_dl.predict records it and exported files carry it.
+    OUTPUT = ""
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's answer for float images in [0, 1]: what predictions and exported models give."""
+        raise NotImplementedError
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        return {"output": self.infer(batch["image"])}
+
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 

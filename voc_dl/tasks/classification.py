@@ -99,6 +99,11 @@ class ClassificationTask(VOCTask):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.to_memory_format(x))
 
+    OUTPUT = "probability of each class, (batch, classes) in [0, 1]: independent sigmoids (multi-label)"
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(x).float())
+
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         if self._augmentation is None:
             self._augmentation = augmentation(x.shape[-1], self.augment_strength)

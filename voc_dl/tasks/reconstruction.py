@@ -35,6 +35,18 @@ class ReconstructionTask(VOCTask):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.to_memory_format(x))
 
+    OUTPUT = "the reconstructed image, (batch, 3, H, W) in [0, 1] (the decoder ends in a sigmoid)"
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x).float()
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """The reconstruction and each image's MSE and MAE against its input, as the metrics define them."""
+        x = batch["image"]
+        pred = self.infer(x)
+        err = pred - x.float()
+        return {"output": pred, "mse": err.square().mean((1, 2, 3)), "mae": err.abs().mean((1, 2, 3))}
+
     def _step(self, x: torch.Tensor):
         x = self.to_memory_format(x)
         pred = self(x).float()  # loss and metrics in fp32 whatever the autocast dtype

@@ -84,6 +84,12 @@ class SegmentationTask(VOCTask):
             logits = (logits + self(x.flip(-1)).float().flip(-1)) / 2
         return logits
 
+    OUTPUT = ("foreground probability of each pixel, (batch, 1, H, W) in [0, 1]: the sigmoid of the logits "
+              "(with flip TTA, of their mean over the image and its mirror image)")
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.predict_logits(x))
+
     def loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         valid = (mask != VOID).float()
         target = (mask == 1).float()
