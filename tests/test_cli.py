@@ -48,10 +48,13 @@ def test_an_unquoted_path_with_equals_signs_gets_its_quoted_form(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["voc_dl.train", "model.code_size=1000"],
      "voc-dl: error: model.code_size=1000 is not allowed; allowed: 2048, 4096, 8192"),
-    (["voc_dl.eval"], "voc-dl: error: ckpt_path is required. Fix: python -m voc_dl.eval "
-                      "ckpt_path=<run>/checkpoints/best.ckpt (quote a path that holds '=': \"ckpt_path='<path>'\")"),
-    (["voc_dl.pseudo_label", "out=masks"], "voc-dl: error: ckpt_path is required. Fix: python -m voc_dl.pseudo_label "
-                                           "ckpt_path=<teacher run>/checkpoints/best.ckpt out=<folder for the masks>"),
+    # the same check in two more entry points: an interpreter start each, so in the slow set
+    pytest.param(["voc_dl.eval"], "voc-dl: error: ckpt_path is required. Fix: python -m voc_dl.eval "
+                 "ckpt_path=<run>/checkpoints/best.ckpt (quote a path that holds '=': \"ckpt_path='<path>'\")",
+                 marks=pytest.mark.slow),
+    pytest.param(["voc_dl.pseudo_label", "out=masks"], "voc-dl: error: ckpt_path is required. Fix: python -m "
+                 "voc_dl.pseudo_label ckpt_path=<teacher run>/checkpoints/best.ckpt out=<folder for the masks>",
+                 marks=pytest.mark.slow),
     (["voc_dl.train", "experiment=segmentation_selftrain", "data.pseudo_label_ckpt=/t.ckpt"],
      "voc-dl: error: data.pseudo_label_ckpt is not a data setting: pseudo-labelling is its own step. Fix: run "
      "python -m voc_dl.pseudo_label ckpt_path=<teacher best.ckpt> out=<folder> [confidence=0.9] first, then train "

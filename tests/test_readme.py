@@ -19,9 +19,10 @@ import pytest
 
 from tests.conftest import ROOT, SHARED_VOC
 
-# Appended to a training command unless it sets the key itself: one short epoch of small batches (and a
-# search of one such trial).
-TINY = ("debug=tiny", "trainer.max_epochs=1", "data.batch_size=2")
+# Appended to a training command unless it sets the key itself: one short epoch of small batches of 64 px
+# images (every run scores its best checkpoint on the whole validation split, and at the study's 128 px that is
+# most of a tiny autoencoder run's time), and a search of one such trial.
+TINY = ("debug=tiny", "trainer.max_epochs=1", "data.batch_size=2", "data.image_size=64")
 SEARCH_TINY = ("hydra.sweeper.n_trials=1",)
 ENTRY = re.compile(r"^(\S*python\S*\s+-m\s+voc_dl\b|\S*voc-dl-[a-z]+\b|make\b)")
 

@@ -41,7 +41,7 @@ def last_epoch(ckpt: Path) -> int:
 def test_run_killed_mid_training_resumes_to_the_uninterrupted_metrics(tmp_path, synthetic_root):
     # dropout, shuffling and augmentation all draw random numbers: equal metrics need the RNG states resumed too
     args = ["experiment=segmentation", "model.augment=true", "trainer.max_epochs=4", "trainer.deterministic=true",
-            "data.batch_size=4", "~logger"]
+            "data.batch_size=4", "trainer.limit_train_batches=3", "~logger"]
     reference = run_ok(cli("voc_dl.train", tmp_path / "reference", synthetic_root, tmp_path / "cache", *args))
 
     killed = tmp_path / "killed"
@@ -85,9 +85,10 @@ def test_resume_without_rng_states_would_differ(tmp_path, synthetic_root):
     assert resumed["val"] != reference["val"]
 
 
-# segmentation by default: its batch-pooled Dice is the metric most easily broken by an unsynced rank
-@pytest.mark.parametrize("experiment", ["segmentation", pytest.param("autoencoder", marks=pytest.mark.slow),
-                                        pytest.param("classification", marks=pytest.mark.slow)])
+# slow (`make test-slow`): three processes per run; segmentation first, its
+# batch-pooled Dice is the metric most easily broken by an unsynced rank
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["segmentation", "autoencoder", "classification"])
 def test_ddp_cpu_trains_and_its_metrics_equal_a_single_process_evaluation(tmp_path, synthetic_root, experiment):
     extra = {"autoencoder": ["model.code_size=8192"], "classification": ["data.val_to_train=0"]}.get(experiment, [])
     ddp = run_ok(cli("voc_dl.train", tmp_path / "ddp", synthetic_root, tmp_path / "cache", f"experiment={experiment}",

@@ -26,8 +26,8 @@ from voc_dl.train import train
 SMALL = ["data.batch_size=4"]
 
 
-def tiny_ae(compose_cfg, tmp_path, code_size=8192):
-    cfg = compose_cfg(["experiment=autoencoder", f"model.code_size={code_size}", "debug=tiny", *SMALL])
+def tiny_ae(compose_cfg, tmp_path, code_size=8192, *extra):
+    cfg = compose_cfg(["experiment=autoencoder", f"model.code_size={code_size}", "debug=tiny", *SMALL, *extra])
     return train(cfg)
 
 
@@ -84,7 +84,7 @@ def test_frozen_encoder_loads_a_real_section1_checkpoint(compose_cfg, tmp_path):
 
 
 def test_frozen_encoder_refuses_another_architecture(compose_cfg, tmp_path):
-    tiny_ae(compose_cfg, tmp_path, code_size=2048)
+    tiny_ae(compose_cfg, tmp_path, 2048, "data.image_size=64")  # another architecture, at any size
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     cfg = compose_cfg(["experiment=classification", "model=frozen_encoder", f"model.encoder_ckpt={ckpt}",
                        "debug=fast", *SMALL])
