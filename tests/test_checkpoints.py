@@ -40,7 +40,8 @@ for module, cls, ckpt, out in json.loads(sys.argv[1]):
 def test_checkpoints_of_every_task_rebuild_their_models_in_a_fresh_process(compose_cfg, tmp_path):
     runs = {}
     for task, overrides in RUNS.items():
-        cfg = compose_cfg([*overrides, "debug=tiny", "trainer.max_epochs=1", "data.batch_size=2", "~logger",
+        cfg = compose_cfg([*overrides, "debug=tiny", "trainer.max_epochs=1", "data.batch_size=2", "data.image_size=64",
+                           "~logger",
                            f"paths.run_dir={tmp_path / task}"])
         runs[task] = (train(cfg), cfg.data.image_size)
     jobs = [[*runs[t][0]["config"]["model"]["_target_"].rsplit(".", 1), runs[t][0]["best_ckpt"],

@@ -24,7 +24,7 @@ SECTIONS = {  # a swept key on the command line each; the others come from the e
     "classification": ["experiment=classification", "model=deep_cnn"],
     "segmentation": ["experiment=segmentation", "model.loss=bce"],
 }
-TINY = ["debug=tiny", "trainer.max_epochs=1", "data.batch_size=2"]
+TINY = ["debug=tiny", "trainer.max_epochs=1", "data.batch_size=2", "data.image_size=64"]  # 64 px: any size will do
 
 
 def tensorboard(logdir: Path) -> tuple[EventMultiplexer, Client]:

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from tests.conftest import ADAM, ROOT
+from tests.conftest import ADAM, ROOT, composer
 from tests.test_configs import MODELS
 from voc_dl.eval import evaluate
 from voc_dl.tasks.classification import ClassificationTask
@@ -49,9 +50,21 @@ def test_segmenters_take_the_channels_the_data_config_serves(compose_cfg, color,
         assert result["status"] == "ok" and 0 <= result["val"]["val/dice"] <= 1
 
 
-def test_tiny_run_writes_metrics_history_checkpoints_and_events(compose_cfg, tmp_path):
-    result = tiny_ae(compose_cfg, tmp_path)
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def section1_run(tmp_path_factory, synthetic_root) -> tuple[dict, Path]:
+    """A tiny run of Section 1's 8192-code autoencoder (the frozen encoder's), shared by the tests that read it."""
+    tmp = tmp_path_factory.mktemp("section1")
+    result = tiny_ae(composer(tmp, synthetic_root), tmp)
+    GlobalHydra.instance().clear()
+    return result, tmp / "run"
+
+
+section1_group = pytest.mark.xdist_group("section1")  # one worker builds the shared run once
+
+
+@section1_group
+def test_tiny_run_writes_metrics_history_checkpoints_and_events(section1_run):
+    result, run = section1_run
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["status"] == "ok" and saved["epochs"] == 2 and saved["trainable_params"] == 788_899
     assert set(saved["val"]) >= {"val/mse", "val/mae", "val/psnr", "val/ssim", "val/loss"}
@@ -68,9 +81,9 @@ def test_tiny_run_writes_metrics_history_checkpoints_and_events(compose_cfg, tmp
     assert "val/reconstructions" in acc.Tags()["images"]
 
 
-def test_frozen_encoder_loads_a_real_section1_checkpoint(compose_cfg, tmp_path):
-    tiny_ae(compose_cfg, tmp_path)
-    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+@section1_group
+def test_frozen_encoder_loads_a_real_section1_checkpoint(compose_cfg, section1_run):
+    ckpt = section1_run[1] / "checkpoints" / "best.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     cfg = compose_cfg(["experiment=classification", "model=frozen_encoder", f"model.encoder_ckpt={ckpt}",
                        "debug=fast", *SMALL])
