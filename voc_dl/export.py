@@ -21,8 +21,6 @@ import importlib.metadata
 import io
 import json
 import logging
-import time
-import traceback
 import warnings
 from pathlib import Path
 
@@ -34,11 +32,12 @@ from torch import nn
 
 import voc_dl
 from voc_dl import cli
-from voc_dl.atomic import atomic_write_bytes, atomic_write_text
+from voc_dl.atomic import atomic_write_bytes
 from voc_dl.checkpoints import load_task
 from voc_dl.config import ConfigError
 from voc_dl.data.image_files import preprocessing
 from voc_dl.hardware import hardware
+from voc_dl.run_record import recorded
 
 log = logging.getLogger("voc_dl")
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -172,17 +171,7 @@ def runtime(fmt: str) -> str:
 
 def export(cfg: DictConfig) -> dict:
     """Write the file, check it, and record the run in the run folder's metrics.json (also when it fails)."""
-    started = time.time()
-    run_dir = Path(cfg.paths.run_dir)
-    result = {"status": "running", "task_name": cfg.task_name, "overrides": cli.overrides()}
-    try:
-        result.update(_export(cfg), status="ok", wall_time_s=round(time.time() - started, 1))
-    except BaseException as e:
-        result.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
-                      wall_time_s=round(time.time() - started, 1))
-        raise
-    finally:
-        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    result = recorded(cfg, lambda result: _export(cfg))
     log.info("exported %s to %s (%s, %.1f MB); checked in %s on 3 images: max |difference| to PyTorch %.2g",
              result["ckpt_path"], result["out"], cfg.format, result["bytes"] / 1e6, result["check"]["runtime"],
              result["check"]["max_abs_diff"])

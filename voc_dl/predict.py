@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
-import time
-import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -39,13 +36,14 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 import voc_dl  # noqa: F401  (registers the config resolvers)
 from voc_dl import cli
-from voc_dl.atomic import atomic_write_bytes, atomic_write_text
+from voc_dl.atomic import atomic_write_bytes
 from voc_dl.checkpoints import load_task
 from voc_dl.config import ConfigError
 from voc_dl.data.image_files import ImageFilesDataModule, find_images, preprocessing
 from voc_dl.data.voc import VOCDataError, decode_image
 from voc_dl.hardware import hardware, resolve_precision
 from voc_dl.instantiate import instantiate
+from voc_dl.run_record import recorded
 
 log = logging.getLogger("voc_dl")
 CSV_NAME = "predictions.csv"
@@ -190,17 +188,7 @@ def check_out(out: Path, paths: list[Path], spec) -> None:
 
 def predict(cfg: DictConfig) -> dict:
     """Predict every image `cfg.input` names into `cfg.out`; returns the run record (also metrics.json)."""
-    started = time.time()
-    run_dir = Path(cfg.paths.run_dir)
-    result = {"status": "running", "task_name": cfg.task_name, "overrides": cli.overrides()}
-    try:
-        result.update(_predict(cfg, result), status="ok", wall_time_s=round(time.time() - started, 1))
-    except BaseException as e:
-        result.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
-                      wall_time_s=round(time.time() - started, 1))
-        raise
-    finally:
-        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    result = recorded(cfg, lambda result: _predict(cfg, result))
     log.info("predicted %d images with %s (%d unreadable, listed with their error): %s", result["images"],
              result["ckpt_path"], result["unreadable"], result["csv"])
     return result

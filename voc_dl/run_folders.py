@@ -25,9 +25,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from voc_dl import cli
 from voc_dl.atomic import atomic_write_text
 from voc_dl.config import differences, job_config
 
@@ -247,7 +247,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
     if "job_config" in prior:
         diff = differences(prior["job_config"], job_config(cfg))
     else:  # a run from before metrics.json recorded its config: its command line is what there is
-        now = task_overrides()
+        now = cli.overrides()
         diff = {} if same_command(prior.get("overrides", []), now) else {"overrides": (prior.get("overrides"), now)}
     other = {k: v for k, v in diff.items() if k != LENGTH}
     if other:
@@ -269,10 +269,3 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
              "finished" if status == "ok" else "stopped")
     return Plan("train", prior=prior)
 
-
-def task_overrides() -> list[str]:
-    """The overrides of the running job, as typed."""
-    try:
-        return [str(o) for o in HydraConfig.get().overrides.task]
-    except ValueError:  # composed outside a Hydra app (tests)
-        return []

@@ -150,7 +150,7 @@ def train(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    result = {"status": "running", "task_name": cfg.task_name, "overrides": run_folders.task_overrides(),
+    result = {"status": "running", "task_name": cfg.task_name, "overrides": cli.overrides(),
               "seed": cfg.seed, "tags": tags(cfg), "monitor": OmegaConf.to_container(cfg.monitor),
               "run_dir": str(run_dir), "hardware": hardware(), "provenance": provenance(),
               "job_config": job_config(cfg)}  # what resume=true compares (Hydra rewrites .hydra/ every launch)
