@@ -148,7 +148,7 @@ def test_one_monitor_picks_the_checkpoint_steers_the_task_and_is_what_the_app_re
     from voc_dl.train import app, build
 
     cfg = compose_cfg([f"experiment={experiment}", "debug=tiny", "trainer.max_epochs=2", "data.batch_size=2",
-                       "~logger"])
+                       "data.image_size=64", "~logger"])
     assert dict(cfg.monitor) == {"metric": metric, "mode": mode}
     _, task, trainer = build(cfg)
     ckpt = next(c for c in trainer.checkpoint_callbacks if c.monitor)
