@@ -68,3 +68,13 @@ def composer(tmp_path: Path, synthetic_root: Path):
 def compose_cfg(tmp_path, synthetic_root):
     yield composer(tmp_path, synthetic_root)
     GlobalHydra.instance().clear()
+
+
+# The longest tests go first: xdist hands tests out in collection order, and one that starts last on one worker
+# while the other is idle sets the suite's wall time (the README's commands take over 3 minutes on 2 cores).
+LONGEST_FIRST = ("tests/test_readme.py::test_readme_commands_run_as_written",
+                 "tests/test_data_roots.py::test_every_entry_point_leaves_the_users_tree_unchanged")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.nodeid not in LONGEST_FIRST)  # stable: the rest keep their order
