@@ -38,6 +38,8 @@ def last_epoch(ckpt: Path) -> int:
         return -1
 
 
+# slow: three training processes; test_train's resume test runs the same resume in-process by default
+@pytest.mark.slow
 def test_run_killed_mid_training_resumes_to_the_uninterrupted_metrics(tmp_path, synthetic_root):
     # dropout, shuffling and augmentation all draw random numbers: equal metrics need the RNG states resumed too
     args = ["experiment=segmentation", "model.augment=true", "trainer.max_epochs=4", "trainer.deterministic=true",
