@@ -110,6 +110,20 @@ def test_frozen_encoder_refuses_another_architecture(compose_cfg, tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
 
 
+def test_eval_of_a_classifier_scores_the_validation_set_it_selected_on(compose_cfg, tmp_path):
+    # the classification experiment trains on a share of val (val_to_train): eval leaves those images out, as the
+    # run did, unless data.val_to_train is given
+    cfg = compose_cfg(["experiment=classification", "model=deep_cnn", "debug=tiny", "data.image_size=64", *SMALL])
+    assert cfg.data.val_to_train > 0
+    trained = train(cfg)
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    again = evaluate(compose_cfg([f"ckpt_path={ckpt}"], config_name="eval.yaml"))
+    assert again["data"]["val_images"] == trained["data"]["val_images"]
+    assert again["val"]["val/map"] == pytest.approx(trained["val"]["val/map"], rel=1e-5)
+    whole = evaluate(compose_cfg([f"ckpt_path={ckpt}", "data.val_to_train=0"], config_name="eval.yaml"))
+    assert whole["data"]["val_images"] > trained["data"]["val_images"]
+
+
 def test_eval_scores_a_checkpoint_on_another_split(compose_cfg, tmp_path):
     cfg = compose_cfg(["experiment=segmentation", "debug=tiny", *SMALL])
     trained = train(cfg)
