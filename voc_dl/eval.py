@@ -24,7 +24,7 @@ import voc_dl  # noqa: F401  (registers the config resolvers)
 from voc_dl import cli
 from voc_dl.atomic import atomic_write_text
 from voc_dl.callbacks import scalar_metrics
-from voc_dl.checkpoints import load_task
+from voc_dl.checkpoints import checkpoint_file, load_task
 from voc_dl.config import ConfigError
 from voc_dl.hardware import hardware, resolve_precision
 from voc_dl.instantiate import instantiate
@@ -37,10 +37,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise ConfigError("ckpt_path is required. Fix: python -m voc_dl.eval ckpt_path=<run>/checkpoints/best.ckpt "
                           "(quote a path that holds '=': \"ckpt_path='<path>'\")")
-    ckpt = Path(cfg.ckpt_path).expanduser()
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such file. Fix: give a checkpoint such as "
-                                "outputs/runs/<experiment>/<time>/checkpoints/best.ckpt")
+    ckpt = checkpoint_file(cfg.ckpt_path)
     model_overrides = OmegaConf.to_container(cfg.model)
     model, train_data = load_task(ckpt, overrides=model_overrides)
     data_cfg = cfg.data.copy()

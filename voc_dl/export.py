@@ -33,7 +33,7 @@ from torch import nn
 import voc_dl
 from voc_dl import cli
 from voc_dl.atomic import atomic_write_bytes
-from voc_dl.checkpoints import load_task
+from voc_dl.checkpoints import checkpoint_file, load_task
 from voc_dl.config import ConfigError
 from voc_dl.data.image_files import preprocessing
 from voc_dl.hardware import hardware
@@ -184,10 +184,7 @@ def _export(cfg: DictConfig) -> dict:
                           "format=onnx|torchscript")
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format!r}; allowed: {', '.join(FORMATS)}")
-    ckpt = Path(cfg.ckpt_path).expanduser()
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such file. Fix: give a checkpoint such as "
-                                "outputs/runs/<experiment>/<time>/checkpoints/best.ckpt")
+    ckpt = checkpoint_file(cfg.ckpt_path)
     task, trained_on = load_task(ckpt)
     kind = trained_on.get("task")
     if cfg.tta:

@@ -37,7 +37,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 import voc_dl  # noqa: F401  (registers the config resolvers)
 from voc_dl import cli
 from voc_dl.atomic import atomic_write_bytes
-from voc_dl.checkpoints import load_task
+from voc_dl.checkpoints import checkpoint_file, load_task
 from voc_dl.config import ConfigError
 from voc_dl.data.image_files import ImageFilesDataModule, find_images, preprocessing
 from voc_dl.data.voc import VOCDataError, decode_image
@@ -205,10 +205,7 @@ def _predict(cfg: DictConfig, result: dict) -> dict:
         raise ConfigError(f"threshold={cfg.threshold}: a probability in [0, 1]")
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size={cfg.batch_size} must be at least 1")
-    ckpt = Path(cfg.ckpt_path).expanduser()
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such file. Fix: give a checkpoint such as "
-                                "outputs/runs/<experiment>/<time>/checkpoints/best.ckpt")
+    ckpt = checkpoint_file(cfg.ckpt_path)
     specs = list(cfg.input) if OmegaConf.is_list(cfg.input) else [cfg.input]
     paths = list(dict.fromkeys(p for spec in specs for p in find_images(spec)))
     out = Path(cfg.out).expanduser().absolute()
