@@ -40,7 +40,7 @@ from voc_dl.atomic import atomic_write_bytes
 from voc_dl.checkpoints import checkpoint_file, load_task
 from voc_dl.config import ConfigError
 from voc_dl.data.image_files import ImageFilesDataModule, find_images, preprocessing
-from voc_dl.data.voc import VOCDataError, decode_image
+from voc_dl.data.voc import VOCDataError
 from voc_dl.hardware import hardware, resolve_precision
 from voc_dl.instantiate import instantiate
 from voc_dl.run_record import recorded
@@ -137,7 +137,7 @@ class PredictionWriter(BasePredictionWriter):
         foreground = np.asarray(mask) > 0
         mask.putpalette(MASK_PALETTE)
         write_image(self.out / "masks" / f"{name}.png", mask, "PNG")
-        write_image(self.out / "overlays" / f"{name}.jpg", overlay(decode_image(self.paths[i]), foreground),
+        write_image(self.out / "overlays" / f"{name}.jpg", overlay(batch["original"][j], foreground),
                     "JPEG", quality=90)
         fraction = float(foreground.mean())
         self.totals.update(foreground_fraction=fraction, images=1)
@@ -225,7 +225,9 @@ def _predict(cfg: DictConfig, result: dict) -> dict:
                   threshold=cfg.threshold, tta=bool(cfg.tta), output=task.OUTPUT,
                   preprocessing=preprocessing(image_size, color))
     writer = PredictionWriter(out, kind, paths, cfg.threshold, trained_on.get("classes") or [], cfg.on_bad_image)
-    datamodule = ImageFilesDataModule(paths, image_size, color, cfg.batch_size, cfg.num_workers)
+    # a segmenter's overlays are drawn on the decoded photograph the batch already holds
+    datamodule = ImageFilesDataModule(paths, image_size, color, cfg.batch_size, cfg.num_workers,
+                                      keep_original=kind == "segmentation")
     trainer = instantiate(cfg.trainer, devices=1, num_nodes=1, strategy="auto", logger=False, callbacks=[writer],
                           enable_model_summary=False,
                           precision=resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator))

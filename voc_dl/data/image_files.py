@@ -63,10 +63,12 @@ def preprocessing(image_size: int, color: str) -> dict[str, str]:
 
 class ImageFiles(Dataset):
     """Samples {index, image (C, H, W) uint8, width, height, error}: an unreadable file gives a zero image of
-    the right shape, width and height 0 and its error, so a batch holding it still runs."""
+    the right shape, width and height 0 and its error, so a batch holding it still runs. With `keep_original`,
+    also the decoded RGB picture at its own size (`original`, None when unreadable), for outputs drawn on it."""
 
-    def __init__(self, paths: list[Path], image_size: int, color: str):
+    def __init__(self, paths: list[Path], image_size: int, color: str, keep_original: bool = False):
         self.paths, self.image_size, self.color = list(paths), int(image_size), color
+        self.keep_original = keep_original
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -78,7 +80,9 @@ class ImageFiles(Dataset):
         except VOCDataError as e:
             channels = 1 if self.color == "gray" else 3
             image, width, height, error = np.zeros((self.image_size, self.image_size, channels), np.uint8), 0, 0, str(e)
-        return {"index": i, "image": image, "width": width, "height": height, "error": error}
+            im = None
+        sample = {"index": i, "image": image, "width": width, "height": height, "error": error}
+        return sample | {"original": im} if self.keep_original else sample
 
 
 def collate(samples: list[dict]) -> dict:
@@ -92,11 +96,12 @@ class ImageFilesDataModule(pl.LightningDataModule):
     """`trainer.predict`'s data: image files at a checkpoint's size and colour, scaled on the device as in
     training."""
 
-    def __init__(self, paths: list[Path], image_size: int, color: str, batch_size: int = 32, num_workers: int = 0):
+    def __init__(self, paths: list[Path], image_size: int, color: str, batch_size: int = 32, num_workers: int = 0,
+                 keep_original: bool = False):
         super().__init__()
         if color not in ("rgb", "gray"):
             raise VOCDataError(f"color={color!r}; allowed: rgb, gray")
-        self.dataset = ImageFiles(paths, image_size, color)
+        self.dataset = ImageFiles(paths, image_size, color, keep_original)
         self.batch_size, self.num_workers = batch_size, num_workers
 
     def predict_dataloader(self) -> DataLoader:
