@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import launch
 from tests.conftest import ROOT
 from voc_dl.data.synthetic import MARKER, make_synthetic_voc
 
@@ -37,7 +38,7 @@ def user_tree(root: Path) -> Path:
 
 
 def run(cmd: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    out = launch.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
     assert (out.returncode == 0) == ok, f"{' '.join(cmd)}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
     return out
 

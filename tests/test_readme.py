@@ -3,6 +3,9 @@
 Commands run in order, in a fresh folder laid out like a checkout (`.venv`, and `../shared` where it
 exists), with tiny-run overrides appended to training commands; `<placeholder>` path parts resolve to
 the newest match of what earlier commands wrote. `make` commands run as `make -n` (they are long).
+`python -m voc_dl...` commands are processes forked from an interpreter that imported voc-dl already
+(tests/launch.py: the same argv, folder, environment and output, without ~8 s of imports each);
+VOC_DL_TEST_FRESH=1 starts a real interpreter for each.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import launch
 from tests.conftest import ROOT, SHARED_VOC
 
 # Appended to a training command unless it sets the key itself: one short epoch of small batches of 64 px
@@ -24,6 +28,9 @@ from tests.conftest import ROOT, SHARED_VOC
 # most of a tiny autoencoder run's time), and a search of one such trial.
 TINY = ("debug=tiny", "trainer.max_epochs=1", "data.batch_size=2", "data.image_size=64")
 SEARCH_TINY = ("hydra.sweeper.n_trials=1",)
+# on the embedded data (no dataset= or data.root=): a synthetic tree of 64 images instead of 320 (every
+# synthetic command of the test gets the same, so they share one tree)
+SYNTHETIC_TINY = ("data.synthetic.n_images=64",)
 ENTRY = re.compile(r"^(\S*python\S*\s+-m\s+voc_dl\b|\S*voc-dl-[a-z]+\b|make\b)")
 
 
@@ -81,7 +88,8 @@ def with_tiny_overrides(words: list[str]) -> list[str]:
     if not any(w in ("voc_dl.train", "voc-dl-train") or w.endswith("/voc-dl-train") for w in words):
         return words
     keys = {w.split("=", 1)[0].lstrip("+~") for w in words if "=" in w}
-    tiny = TINY + (SEARCH_TINY if "hparams_search" in keys else ())
+    tiny = TINY + (SEARCH_TINY if "hparams_search" in keys else ()) + (
+        SYNTHETIC_TINY if not keys & {"dataset", "data.root"} else ())
     return words + [o for o in tiny if o.split("=", 1)[0] not in keys]
 
 
@@ -113,7 +121,7 @@ def run_readme_command(command: str, checkout: Path, skipped: list[str] | None =
     if "--cfg" not in words:  # Hydra takes no overrides after --cfg's value
         words = with_tiny_overrides(words)
     before = run_records(checkout)
-    out = subprocess.run(words, cwd=checkout, env=env, capture_output=True, text=True, timeout=900)
+    out = launch.run(words, cwd=checkout, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, f"{shlex.join(words)}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
     if "--cfg" in words or "voc_dl.report" in words:
         return

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import launch
 from tests.conftest import ROOT
 
 
@@ -22,9 +23,9 @@ def cli(module: str, run_dir: Path, synthetic_root: Path, cache: Path, *override
             f"hydra.run.dir={run_dir}"]
 
 
-def run_ok(cmd: list[str], with_log: bool = False):
-    """The run's metrics.json (and its console output when with_log)."""
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+def run_ok(cmd: list[str], with_log: bool = False, fresh: bool = False):
+    """The run's metrics.json (and its console output when with_log); `fresh`: in an interpreter of its own."""
+    out = (subprocess.run if fresh else launch.run)(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1])
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -41,12 +42,13 @@ def last_epoch(ckpt: Path) -> int:
 def test_run_killed_mid_training_resumes_to_the_uninterrupted_metrics(tmp_path, synthetic_root):
     # dropout, shuffling and augmentation all draw random numbers: equal metrics need the RNG states resumed too
     args = ["experiment=segmentation", "model.augment=true", "trainer.max_epochs=4", "trainer.deterministic=true",
-            "data.batch_size=4", "trainer.limit_train_batches=3", "~logger"]
+            "data.batch_size=4", "trainer.limit_train_batches=3", "trainer.limit_val_batches=4", "data.image_size=64",
+            "~logger"]
     reference = run_ok(cli("voc_dl.train", tmp_path / "reference", synthetic_root, tmp_path / "cache", *args))
 
     killed = tmp_path / "killed"
     cmd = cli("voc_dl.train", killed, synthetic_root, tmp_path / "cache", *args)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = launch.popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 600
         while last_epoch(killed / "checkpoints" / "last.ckpt") < 1:  # two epochs done, the third under way
@@ -60,7 +62,8 @@ def test_run_killed_mid_training_resumes_to_the_uninterrupted_metrics(tmp_path, 
     assert proc.returncode == -signal.SIGKILL
     assert json.loads((killed / "metrics.json").read_text())["status"] == "running", "killed before the end"
 
-    resumed, log = run_ok([*cmd, "ckpt_path=last"], with_log=True)
+    # in an interpreter of its own, as a user's next command: another string-hash seed than the reference's
+    resumed, log = run_ok([*cmd, "ckpt_path=last"], with_log=True, fresh=True)
     # a deterministic run restarted from scratch would match too: the resume must really start from last.ckpt
     assert f"Restored all states from the checkpoint at {killed / 'checkpoints' / 'last.ckpt'}" in log
     assert resumed["status"] == "ok" and resumed["epochs"] == reference["epochs"] == 4
@@ -93,7 +96,7 @@ def test_ddp_cpu_trains_and_its_metrics_equal_a_single_process_evaluation(tmp_pa
     extra = {"autoencoder": ["model.code_size=8192"], "classification": ["data.val_to_train=0"]}.get(experiment, [])
     ddp = run_ok(cli("voc_dl.train", tmp_path / "ddp", synthetic_root, tmp_path / "cache", f"experiment={experiment}",
                      "trainer=ddp_cpu", "debug=tiny", "trainer.limit_val_batches=1.0", "data.batch_size=1",
-                     "~logger", *extra))
+                     "data.image_size=64", "~logger", *extra))
     assert ddp["status"] == "ok" and ddp["epochs"] == 2
     n_val = ddp["data"]["val_images"]
     assert n_val % 2 == 0, "an odd split would make DistributedSampler repeat a sample"
@@ -117,7 +120,7 @@ def test_a_failing_job_does_not_take_the_sweep_down(tmp_path, synthetic_root):
            "model.net.weights=null,missing_weights.pth", "model.optimizer.lr=0.001,-1", "debug=fast",
            "data.batch_size=2", f"data.root={synthetic_root}",
            f"data.cache_dir={tmp_path}/cache", f"hydra.sweep.dir={sweep}", "~logger"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    out = launch.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     results = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
     assert len(results) == 4

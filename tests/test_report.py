@@ -31,7 +31,7 @@ def run_into(compose_cfg, folder, overrides):
     return train(cfg)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_report(tmp_path_factory, synthetic_root) -> tuple[Path, Path, dict]:
     """A tiny run of every section (validating 2 batches of 4 images, as debug=tiny does), one failed run, and
     the report built from them: (study folder, report folder, what build wrote)."""

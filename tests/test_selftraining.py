@@ -187,7 +187,7 @@ def test_the_masks_folder_is_written_whole_or_not_at_all(partly_labelled_tree, t
 def test_pseudo_labelling_then_self_training(compose_cfg, partly_labelled_tree, tmp_path):
     root, kept, withheld, val_ids = partly_labelled_tree
     on_tree = ["experiment=segmentation", "debug=tiny", "data.synthetic=null", f"data.root={root}",
-               "data.batch_size=4"]
+               "data.batch_size=4", "data.image_size=64"]
     teacher = train(compose_cfg(on_tree))
     assert teacher["data"]["train_images"] == len(kept)
     ckpt = tmp_path / "teacher.ckpt"
@@ -227,7 +227,8 @@ def test_pseudo_labelling_then_self_training(compose_cfg, partly_labelled_tree, 
         pseudo_label(compose_cfg([*step, f"out={root / 'masks'}"], config_name="pseudo_label.yaml"))
     with pytest.raises(ConfigError, match="out is required. Fix: python -m voc_dl.pseudo_label ckpt_path="):
         pseudo_label(compose_cfg(step, config_name="pseudo_label.yaml"))
-    ae = train(compose_cfg(["experiment=autoencoder", "model.code_size=2048", "debug=tiny", "data.batch_size=4"]))
+    ae = train(compose_cfg(["experiment=autoencoder", "model.code_size=2048", "debug=tiny", "data.batch_size=4",
+                            "data.image_size=64"]))
     with pytest.raises(ConfigError, match=r"ckpt_path=.* was trained for task=reconstruction, not segmentation"):
         pseudo_label(compose_cfg([*step[:2], f"ckpt_path={ae['best_ckpt']}", f"out={tmp_path / 'x'}"],
                                  config_name="pseudo_label.yaml"))

@@ -50,7 +50,7 @@ def test_segmenters_take_the_channels_the_data_config_serves(compose_cfg, color,
         assert result["status"] == "ok" and 0 <= result["val"]["val/dice"] <= 1
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def section1_run(tmp_path_factory, synthetic_root) -> tuple[dict, Path]:
     """A tiny run of Section 1's 8192-code autoencoder (the frozen encoder's), shared by the tests that read it."""
     tmp = tmp_path_factory.mktemp("section1")
