@@ -79,13 +79,3 @@ LONGEST_FIRST = ("tests/test_readme.py::test_readme_commands_run_as_written",
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.nodeid not in LONGEST_FIRST)  # stable: the rest keep their order
 
-
-def pytest_collection_finish(session):
-    # --dist loadgroup keeps the tests that share a costly session fixture on one worker; if xdist could not tag
-    # them (it writes the group into the node id), each worker would silently build the fixture again
-    if getattr(session.config.option, "loadgroup", False):
-        loose = [item.nodeid for item in session.items
-                 if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
-        if loose:
-            raise pytest.UsageError(f"pytest-xdist did not group {loose[0]} (and {len(loose) - 1} more): "
-                                    "use the pytest and pytest-xdist versions pyproject.toml allows")
