@@ -29,7 +29,7 @@ from tests.conftest import ROOT, SHARED_VOC
 TINY = ("debug=tiny", "trainer.max_epochs=1", "data.batch_size=2", "data.image_size=64")
 SEARCH_TINY = ("hydra.sweeper.n_trials=1",)
 # on the embedded data (no dataset= or data.root=): a synthetic tree of 64 images instead of 320 (every
-# synthetic command of the test gets the same, so they share one tree)
+# synthetic training and eval command of the test gets the same, so they share one tree)
 SYNTHETIC_TINY = ("data.synthetic.n_images=64",)
 ENTRY = re.compile(r"^(\S*python\S*\s+-m\s+voc_dl\b|\S*voc-dl-[a-z]+\b|make\b)")
 
@@ -85,11 +85,13 @@ def resolve_placeholders(words: list[str], work: Path, skipped: list[str] = ()) 
 
 
 def with_tiny_overrides(words: list[str]) -> list[str]:
-    if not any(w in ("voc_dl.train", "voc-dl-train") or w.endswith("/voc-dl-train") for w in words):
-        return words
+    def runs(entry: str) -> bool:
+        return any(w in (f"voc_dl.{entry}", f"voc-dl-{entry}") or w.endswith(f"/voc-dl-{entry}") for w in words)
+
     keys = {w.split("=", 1)[0].lstrip("+~") for w in words if "=" in w}
-    tiny = TINY + (SEARCH_TINY if "hparams_search" in keys else ()) + (
-        SYNTHETIC_TINY if not keys & {"dataset", "data.root"} else ())
+    # eval reads the data of its own command line: on the embedded data, the same tree as the runs it scores
+    synthetic = SYNTHETIC_TINY if (runs("train") or runs("eval")) and not keys & {"dataset", "data.root"} else ()
+    tiny = (TINY + (SEARCH_TINY if "hparams_search" in keys else ()) if runs("train") else ()) + synthetic
     return words + [o for o in tiny if o.split("=", 1)[0] not in keys]
 
 
