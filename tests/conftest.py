@@ -78,4 +78,3 @@ LONGEST_FIRST = ("tests/test_readme.py::test_readme_commands_run_as_written",
 
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.nodeid not in LONGEST_FIRST)  # stable: the rest keep their order
-

@@ -5,9 +5,10 @@ A fresh interpreter spends ~8 s of CPU importing torch, Lightning and torchmetri
 line, and the tests start dozens of commands. Here each one is forked from a server process that imported them
 once (multiprocessing's forkserver, which has run no torch op and so holds no thread pool): its own pid, signals,
 working directory, environment, `sys.argv`, stdin/stdout/stderr and exit status, running the module as `__main__`
-as `python -m` does. What the imports printed (warnings) opens every child's stderr, as a fresh interpreter would
-print it. Any other command, and any when VOC_DL_TEST_FRESH=1, starts a real interpreter; tests whose promise is
-about a fresh interpreter itself (test_cli's one-line errors, loading without Hydra) call subprocess directly.
+as `python -m` does. What the server's imports of all entry points printed (warnings) opens every child's stderr.
+Other commands, commands whose environment changes what an interpreter reads at start (STARTUP_ENV), and all of
+them when VOC_DL_TEST_FRESH=1, start a real interpreter; tests whose promise is about a fresh interpreter itself
+(test_cli's one-line errors, loading without Hydra) call subprocess directly.
 """
 
 from __future__ import annotations
@@ -26,10 +27,17 @@ _CTX = multiprocessing.get_context("forkserver")
 _CTX.set_forkserver_preload(["tests.launch_preload"])
 
 
-def _forkable(cmd: list[str], cwd) -> tuple[str, list[str]] | None:
+# read when an interpreter or a library starts: a command given other values needs an interpreter of its own
+STARTUP_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "PYTHONWARNINGS", "PYTHONSAFEPATH", "OMP_NUM_THREADS",
+               "MKL_NUM_THREADS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MPLBACKEND", "MPLCONFIGDIR")
+
+
+def _forkable(cmd: list[str], cwd, env) -> tuple[str, list[str]] | None:
     """(what to run, its arguments) for `python -m voc_dl.<module> ...` or `python <voc-dl's script>.py ...` of
     this environment, or None. What to run is a module name, or the path of a script."""
     if len(cmd) < 2 or os.environ.get("VOC_DL_TEST_FRESH") == "1":
+        return None
+    if env is not None and any(env.get(key) != os.environ.get(key) for key in STARTUP_ENV):
         return None
     python = Path(cwd or os.getcwd(), cmd[0])  # `.venv/bin/python` is relative to the command's folder
     if python.name not in ("python", "python3", Path(sys.executable).name) or not python.exists():
@@ -45,11 +53,13 @@ def _forkable(cmd: list[str], cwd) -> tuple[str, list[str]] | None:
     return None
 
 
-def _child(target: str, args: list[str], cwd: str, env: dict, stdout: str, stderr: str) -> None:
+def _child(cmd: list[str], target: str, args: list[str], cwd: str, env: dict, stdout: str, stderr: str) -> None:
     import atexit
+    import multiprocessing
     import runpy
     import signal
-    import traceback
+    import tempfile
+    import threading
 
     from tests import launch_preload
 
@@ -61,14 +71,16 @@ def _child(target: str, args: list[str], cwd: str, env: dict, stdout: str, stder
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
+    tempfile.tempdir = None  # read TMPDIR again
+    multiprocessing.set_start_method(None, force=True)  # the platform's default again, not the fork server's
     script = target.endswith(".py")
     # first on the path: the working directory for `python -m`, the script's folder for a script
-    sys.path[0:0] = [str(Path(target).parent) if script else cwd]
+    sys.path[0:0] = [str(Path(target).parent) if script else os.getcwd()]
     sys.stderr.write(launch_preload.IMPORT_OUTPUT)
-    sys.argv = [target, *args]
+    sys.argv, sys.orig_argv = [target, *args], list(cmd)  # orig_argv: the command line runs record
     for name in (target, f"{target}.__main__"):  # imported by the server; `python -m` executes it afresh
         sys.modules.pop(name, None)
-    code = 0
+    code, interrupted = 0, False
     try:
         if script:
             runpy.run_path(target, run_name="__main__")
@@ -80,16 +92,16 @@ def _child(target: str, args: list[str], cwd: str, env: dict, stdout: str, stder
         else:
             print(stop.code, file=sys.stderr)
             code = 1
-    except KeyboardInterrupt:  # as Python does: die of the signal
-        traceback.print_exc()
-        _flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-    except BaseException:  # noqa: BLE001  (as an uncaught exception ends an interpreter)
-        traceback.print_exc()
-        code = 1
+    except BaseException as error:  # noqa: BLE001  (as an uncaught exception ends an interpreter)
+        sys.excepthook(type(error), error, error.__traceback__)
+        code, interrupted = 1, isinstance(error, KeyboardInterrupt)
+    # the interpreter's own shutdown: wait for threads, run atexit, flush
+    threading._shutdown()
     atexit._run_exitfuncs()
     _flush()
+    if interrupted:  # as Python does after an uncaught KeyboardInterrupt: die of the signal
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     os._exit(code)
 
 
@@ -118,7 +130,7 @@ class Forked:
                 paths.append(paths[0])
             else:
                 paths.append(os.devnull)
-        self._process = _CTX.Process(target=_child, args=(*target, str(cwd or os.getcwd()),
+        self._process = _CTX.Process(target=_child, args=(list(cmd), *target, str(cwd or os.getcwd()),
                                                           dict(os.environ if env is None else env), *paths))
         self._process.start()
         self.pid = self._process.pid
@@ -153,8 +165,9 @@ class Forked:
 
 
 def popen(cmd: list[str], cwd=None, env=None, stdout=None, stderr=None):
-    """subprocess.Popen(cmd, ...), forked when `cmd` is `python -m voc_dl.<module> ...`."""
-    target = _forkable(cmd, cwd)
+    """subprocess.Popen(cmd, ...), forked when `cmd` is `python -m voc_dl.<module> ...` (there, None for stdout or
+    stderr discards it)."""
+    target = _forkable(cmd, cwd, env)
     if target is None:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
     return Forked(cmd, target, cwd, env, stdout, stderr)
@@ -163,7 +176,7 @@ def popen(cmd: list[str], cwd=None, env=None, stdout=None, stderr=None):
 def run(cmd: list[str], cwd=None, env=None, timeout: float | None = None, capture_output: bool = False,
         text: bool = False) -> subprocess.CompletedProcess:
     """subprocess.run(cmd, ...), forked when `cmd` is `python -m voc_dl.<module> ...`."""
-    if _forkable(cmd, cwd) is None:
+    if _forkable(cmd, cwd, env) is None:
         return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, capture_output=capture_output, text=text)
     pipe = subprocess.PIPE if capture_output else None
     proc = popen(cmd, cwd=cwd, env=env, stdout=pipe, stderr=pipe)
