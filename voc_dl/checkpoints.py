@@ -44,7 +44,6 @@ def _saved_config(ckpt: dict, path, model_cfg: dict | None) -> tuple[type, dict,
     return cls, model, data
 
 
-
 def checkpoint_file(value) -> Path:
     """The checkpoint a command's `ckpt_path=` names; a missing file is a one-line error with the fix."""
     ckpt = Path(str(value)).expanduser()
@@ -52,6 +51,7 @@ def checkpoint_file(value) -> Path:
         raise FileNotFoundError(f"ckpt_path={value}: no such file. Fix: give a checkpoint such as "
                                 "outputs/runs/<experiment>/<time>/checkpoints/best.ckpt")
     return ckpt
+
 
 def load_task(ckpt_path: str | Path, model_cfg: dict | None = None, overrides: dict | None = None):
     """The trained LightningModule of a checkpoint (eval mode, CPU) and the data settings it trained on.

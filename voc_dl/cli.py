@@ -50,6 +50,11 @@ def one_line_errors():
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
+def override_key(override) -> str:
+    """The key an override sets: `+data.x=1` and `~data.x` -> `data.x`."""
+    return str(override).lstrip("+~").split("=", 1)[0]
+
+
 def overrides() -> list[str]:
     """The command line's Hydra overrides, for a run's record ([] when composed outside a Hydra app)."""
     from hydra.core.hydra_config import HydraConfig

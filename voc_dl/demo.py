@@ -27,6 +27,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from voc_dl import cli
 from voc_dl.config import CONF_DIR
 from voc_dl.report.__main__ import build
 
@@ -51,14 +52,10 @@ def shortened() -> list[str]:
     ]
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def merged(own: list[str], user: list[str]) -> list[str]:
     """The demo's overrides, minus those whose key the user's overrides set again, then the user's."""
-    keys = {_key(o) for o in user}
-    return [o for o in own if o.startswith("-") or _key(o) not in keys] + user
+    keys = {cli.override_key(o) for o in user}
+    return [o for o in own if o.startswith("-") or cli.override_key(o) not in keys] + user
 
 
 def _quote(arg: str) -> str:

@@ -44,7 +44,7 @@ def evaluate(cfg: DictConfig) -> dict:
     with open_dict(data_cfg):
         for key in ("task", "image_size", "color", "classes"):
             data_cfg[key] = train_data[key]
-        given = {o.split("=", 1)[0].lstrip("+~") for o in cli.overrides()}
+        given = {cli.override_key(o) for o in cli.overrides()}
         if cfg.split == train_data.get("val_split", "val") and "data.val_to_train" not in given:
             # the validation set the run selected on: without the share of val it trained on (val_to_train)
             data_cfg.val_to_train, data_cfg.seed = train_data.get("val_to_train", 0.0), train_data.get("seed", 0)

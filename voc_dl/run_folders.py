@@ -42,7 +42,7 @@ class RunFolderError(ValueError):
 
 
 def _resume_key(override: str) -> bool:
-    return str(override).lstrip("+~").split("=", 1)[0] == "resume"
+    return cli.override_key(override) == "resume"
 
 
 def same_command(recorded, current) -> bool:
