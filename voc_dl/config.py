@@ -56,9 +56,14 @@ def _flat(tree, prefix: str = "") -> dict:
     return {prefix[:-1]: tree}
 
 
+def result_neutral(key: str, ignore=RESULT_NEUTRAL) -> bool:
+    """Whether a dotted key is, or lies under, one of `ignore`."""
+    return any(key == i or key.startswith(i + ".") for i in ignore)
+
+
 def comparable(config: dict, ignore=RESULT_NEUTRAL) -> dict:
     """A job config as {dotted key: value}, without the keys under `ignore`."""
-    return {k: v for k, v in _flat(config).items() if not any(k == i or k.startswith(i + ".") for i in ignore)}
+    return {k: v for k, v in _flat(config).items() if not result_neutral(k, ignore)}
 
 
 def differences(old: dict, new: dict, ignore=RESULT_NEUTRAL) -> dict[str, tuple]:

@@ -34,6 +34,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from voc_dl import cli
 from voc_dl.atomic import atomic_write_text
+from voc_dl.config import result_neutral
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's schema set-up lines tell a user nothing
@@ -94,13 +95,16 @@ class ResumableOptunaSweeper(OptunaSweeperImpl):
         except KeyError:  # a new search
             study = optuna.create_study(study_name=self.study_name, storage=self.storage,
                                         directions=self._get_directions())
+        # where and on what the trials run (threads, devices, cache) may change between sessions of one search
         definition = {"metric": str(self.config.monitor.metric), "directions": self._get_directions(),
-                      "fixed": {k: str(v) for k, v in fixed.items()},
+                      "fixed": {k: str(v) for k, v in fixed.items() if not result_neutral(k)},
                       "space": {k: json.loads(distribution_to_json(d)) for k, d in sorted(space.items())}}
         known = study.user_attrs.get("search")
         if known is None:
             study.set_user_attr("search", definition)
-        elif known != definition:
+            known = definition
+        known["fixed"] = {k: v for k, v in known["fixed"].items() if not result_neutral(k)}  # older studies kept them
+        if known != definition:
             changed = sorted(k for k in set(known["fixed"]) | set(definition["fixed"])
                              if known["fixed"].get(k) != definition["fixed"].get(k))
             what = ("overrides " + ", ".join(f"{k}: {known['fixed'].get(k)} -> {definition['fixed'].get(k)}"
