@@ -56,7 +56,7 @@ def composer(tmp_path: Path, synthetic_root: Path):
             cfg.paths.output_dir = str(tmp_path / "outputs")
             if "data" in cfg:  # entry configs that read no VOC tree (predict, export) have none
                 cfg.data.cache_dir = str(tmp_path / "cache")
-                if cfg.data.get("synthetic"):  # a root wins over data.synthetic: the shared test tree
+                if cfg.data.get("synthetic") and not cfg.data.root:  # the embedded data: the shared test tree
                     cfg.data.root = str(synthetic_root)
         HydraConfig().set_config(cfg)
         return cfg

@@ -28,8 +28,8 @@ from tests.conftest import ROOT, SHARED_VOC
 # most of a tiny autoencoder run's time), and a search of one such trial.
 TINY = ("debug=tiny", "trainer.max_epochs=1", "data.batch_size=2", "data.image_size=64")
 SEARCH_TINY = ("hydra.sweeper.n_trials=1",)
-# on the embedded data (no dataset= or data.root=): a synthetic tree of 64 images instead of 320 (every
-# synthetic training and eval command of the test gets the same, so they share one tree)
+# training on the embedded data (no dataset= or data.root=): a synthetic tree of 64 images instead of 320 (every
+# such command of the test gets the same, so they share one tree; eval reads the tree its run trained on)
 SYNTHETIC_TINY = ("data.synthetic.n_images=64",)
 ENTRY = re.compile(r"^(\S*python\S*\s+-m\s+voc_dl\b|\S*voc-dl-[a-z]+\b|make\b)")
 
@@ -89,8 +89,7 @@ def with_tiny_overrides(words: list[str]) -> list[str]:
         return any(w in (f"voc_dl.{entry}", f"voc-dl-{entry}") or w.endswith(f"/voc-dl-{entry}") for w in words)
 
     keys = {w.split("=", 1)[0].lstrip("+~") for w in words if "=" in w}
-    # eval reads the data of its own command line: on the embedded data, the same tree as the runs it scores
-    synthetic = SYNTHETIC_TINY if (runs("train") or runs("eval")) and not keys & {"dataset", "data.root"} else ()
+    synthetic = SYNTHETIC_TINY if runs("train") and not keys & {"dataset", "data.root"} else ()
     tiny = (TINY + (SEARCH_TINY if "hparams_search" in keys else ()) if runs("train") else ()) + synthetic
     return words + [o for o in tiny if o.split("=", 1)[0] not in keys]
 

@@ -124,6 +124,23 @@ def test_eval_of_a_classifier_scores_the_validation_set_it_selected_on(compose_c
     assert whole["data"]["val_images"] > trained["data"]["val_images"]
 
 
+def test_eval_scores_on_the_data_the_run_trained_on_unless_the_command_names_others(compose_cfg, tmp_path,
+                                                                                  synthetic_root):
+    from voc_dl.data.synthetic import make_synthetic_voc
+
+    own = tmp_path / "own"
+    make_synthetic_voc(own, "2009", n_images=24, seed=5)
+    trained = train(compose_cfg(["experiment=segmentation", "debug=tiny", f"data.root={own}", *SMALL]))
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    # as `voc_dl.eval ckpt_path=...` (with the run's batch size: the loss is a mean of batch means)
+    again = evaluate(compose_cfg([f"ckpt_path={ckpt}", *SMALL], config_name="eval.yaml"))
+    assert again["data"]["root"] == str(own) and again["data"]["val_images"] == trained["data"]["val_images"]
+    for key, value in again["val"].items():
+        assert trained["val"][key] == pytest.approx(value, rel=1e-5), key
+    other = evaluate(compose_cfg([f"ckpt_path={ckpt}", f"data.root={synthetic_root}"], config_name="eval.yaml"))
+    assert other["data"]["root"] == str(synthetic_root) and other["data"]["val_images"] != trained["data"]["val_images"]
+
+
 def test_eval_scores_a_checkpoint_on_another_split(compose_cfg, tmp_path):
     cfg = compose_cfg(["experiment=segmentation", "debug=tiny", *SMALL])
     trained = train(cfg)
@@ -373,10 +390,10 @@ def test_a_test_split_is_scored_once_by_the_best_checkpoint_and_runs_record_wher
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["test"] == result["test"] and saved["data"]["test_split"] == "holdout"
     assert set(saved["test"]) == {k.replace("val/", "test/") for k in saved["val"]}
-    # the best checkpoint's numbers on that split, as voc_dl.eval's validation code computes them
+    # the best checkpoint's numbers on that split, as voc_dl.eval's validation code computes them (on the run's
+    # holdout: its fraction, 0.5, not the default 0.2)
     ckpt = run / "checkpoints" / "best.ckpt"
-    held = evaluate(compose_cfg([f"ckpt_path={ckpt}", "split=holdout", "data.holdout_fraction=0.5", *SMALL],
-                                config_name="eval.yaml"))
+    held = evaluate(compose_cfg([f"ckpt_path={ckpt}", "split=holdout", *SMALL], config_name="eval.yaml"))
     assert held["data"]["val_images"] == saved["data"]["test_images"] > 2 * cfg.data.batch_size
     for key, value in held["val"].items():
         assert saved["test"][key.replace("val/", "test/")] == pytest.approx(value, rel=1e-5), key

@@ -2,9 +2,10 @@
 
     python -m voc_dl.eval ckpt_path=outputs/.../checkpoints/best.ckpt dataset=shared_voc [split=val] [model.tta=true]
 
-The network is rebuilt from the config that voc_dl.train stores in each checkpoint; the data
-come from this command's config, with task, image size, colour mode and classes taken from the
-training run, since the network fixes them. `model.<key>=...` changes a setting of the saved model
+The network is rebuilt from the config that voc_dl.train stores in each checkpoint. The data are the
+training run's (its tree, or its synthetic tree, and labelling) unless the command names others
+(`dataset=`, `data.root=`, ...); task, image size, colour mode and classes are always the training
+run's, since the network fixes them. `model.<key>=...` changes a setting of the saved model
 config that does not change its weights (e.g. the segmenter's flip test-time augmentation).
 Results go to `metrics.json` of the eval run folder.
 """
@@ -31,6 +32,10 @@ from voc_dl.instantiate import instantiate
 
 log = logging.getLogger("voc_dl")
 
+# data keys that name a data set (dataset= sets them all) and that define the holdout split
+SOURCE = ("root", "year", "synthetic", "difficult_as_positive", "void")
+HOLDOUT = ("train_split", "holdout_fraction")
+
 
 def evaluate(cfg: DictConfig) -> dict:
     started = time.time()
@@ -41,10 +46,16 @@ def evaluate(cfg: DictConfig) -> dict:
     model_overrides = OmegaConf.to_container(cfg.model)
     model, train_data = load_task(ckpt, overrides=model_overrides)
     data_cfg = cfg.data.copy()
+    given = {cli.override_key(o) for o in cli.overrides()}
+    named = {k.split(".")[1] if k.startswith("data.") else k for k in given}
+    # a command that names no data scores the checkpoint on the tree and labelling it was trained on, and
+    # split=holdout is the run's own holdout unless its settings are given
+    taken = ["task", "image_size", "color", "classes", *(k for k in HOLDOUT if k not in named),
+             *(SOURCE if not named & {"dataset", *SOURCE} else ())]
     with open_dict(data_cfg):
-        for key in ("task", "image_size", "color", "classes"):
-            data_cfg[key] = train_data[key]
-        given = {cli.override_key(o) for o in cli.overrides()}
+        for key in taken:
+            if key in train_data:
+                data_cfg[key] = train_data[key]
         if cfg.split == train_data.get("val_split", "val") and "data.val_to_train" not in given:
             # the validation set the run selected on: without the share of val it trained on (val_to_train)
             data_cfg.val_to_train, data_cfg.seed = train_data.get("val_to_train", 0.0), train_data.get("seed", 0)
