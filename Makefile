@@ -14,8 +14,11 @@ ACCELERATOR ?= auto
 PRECISION ?=
 EPOCHS ?=
 ARGS ?=
-STUDY ?= outputs/study
-REPORT ?= outputs/report
+# one study folder and report per data set: the section targets resume the runs they find in STUDY, and a
+# report of STUDY must not mix data sets
+DATA_NAME := $(if $(DATA),$(notdir $(abspath $(DATA)))-$(YEAR),$(DATASET))
+STUDY ?= outputs/study/$(DATA_NAME)
+REPORT ?= outputs/report/$(DATA_NAME)
 PRETRAINED_WEIGHTS ?= IMAGENET1K_V1
 # code sizes of experiment=autoencoder_improved in `make autoencoder` (e.g. 2048,4096,8192)
 IMPROVED_CODES ?= 2048
@@ -169,7 +172,7 @@ $(STUDY)/segmentation/.done:
 	$(MAKE) segmentation
 	touch $@
 
-report: $(STAMP) ## tables and figures of every run under STUDY (outputs/report/index.html, report.md)
+report: $(STAMP) ## tables and figures of every run under STUDY (REPORT/index.html, report.md)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT)
 
 SCREENSHOT ?=

@@ -108,6 +108,18 @@ def test_precision_switch():
     assert resolve_precision("auto", fp32=False, accelerator="cpu") in ("bf16-mixed", "32-true")
 
 
+@pytest.mark.parametrize("native_bf16, expected", [(True, "bf16-mixed"), (False, "16-mixed")])
+def test_auto_precision_on_a_gpu_takes_bf16_only_where_it_is_native(monkeypatch, native_bf16, expected):
+    import torch
+
+    # torch's default counts emulated bf16, which a pre-Ampere GPU (T4, V100) has and runs slowly
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation or native_bf16)
+    assert resolve_precision("auto", fp32=False, accelerator="auto") == expected
+    assert resolve_precision("auto", fp32=True, accelerator="gpu") == "32-true"
+
+
 def test_sweep_folders_are_named_by_overrides_and_plumbing_only_jobs_get_their_own(compose_cfg):
     from omegaconf import open_dict, read_write
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 
 def test_auto_precision_on_cuda_is_mixed():
-    expected = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    expected = "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
     assert resolve_precision("auto", False, "gpu") == expected
     assert resolve_precision("auto", True, "gpu") == "32-true"
 

@@ -258,6 +258,23 @@ def test_make_all_lists_the_three_sections_then_the_report(tmp_path):
     assert "experiment=autoencoder model.code_size=2048" not in again.stdout, "a finished section is skipped"
 
 
+def test_each_data_set_gets_a_study_folder_and_a_report_of_its_own():
+    """`make autoencoder` then `make autoencoder DATASET=shared_voc`: neither resumes, skips or reports the other."""
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    def steps(*args):
+        out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.replace("\\\n", " ")
+
+    for args, name in [((), "synthetic"), (("DATASET=shared_voc",), "shared_voc"),
+                       (("DATA=/data/VOC", "YEAR=2012"), "VOC-2012")]:
+        assert f"hydra.run.dir=outputs/study/{name}/encoder " in steps("autoencoder", *args)
+        assert f"--runs outputs/study/{name} --out outputs/report/{name}" in steps("report", *args)
+
+
 def test_an_interrupted_run_reports_its_best_epoch_so_far(compose_cfg, tmp_path):
     folder = tmp_path / "seg"
     run_into(compose_cfg, folder, ["experiment=segmentation", "trainer.max_epochs=3"])

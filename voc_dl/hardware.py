@@ -31,7 +31,8 @@ def resolve_precision(requested: str | int, fp32: bool, accelerator: str) -> str
     if str(requested) != "auto":
         return str(requested)
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        # emulated bf16 (pre-Ampere) is slower than fp16 with loss scaling, which those GPUs run on tensor cores
+        return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
     return "bf16-mixed" if cpu_has_bf16() else "32-true"
 
 
