@@ -189,7 +189,7 @@ def test_pretrained_backbone_from_a_local_state_dict(tmp_path):
 
 
 def test_pretrained_weights_errors_are_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"model.weights=.*missing.pth: no such file"):
+    with pytest.raises(FileNotFoundError, match=r"model.net.weights=.*missing.pth: no such file"):
         PretrainedClassifier(3, "resnet18", weights=str(tmp_path / "missing.pth"))
     with pytest.raises(ValueError, match=r"'IMAGENET_V9' is not a weight of resnet18; allowed: IMAGENET1K"):
         PretrainedClassifier(3, "resnet18", weights="IMAGENET_V9")

@@ -127,7 +127,7 @@ def test_a_failing_job_does_not_take_the_sweep_down(tmp_path, synthetic_root):
     ok = [name for name, r in results.items() if r["status"] == "ok"]
     assert len(ok) == 1 and "model.net.weights=null,model.optimizer.lr=0.001," in ok[0]
     missing = next(r for name, r in results.items() if "weights=missing_weights.pth,model.optimizer.lr=0.001," in name)
-    assert missing["status"] == "failed" and "model.weights=missing_weights.pth: no such file" in missing["error"]
+    assert missing["status"] == "failed" and "model.net.weights=missing_weights.pth: no such file" in missing["error"]
     for name, r in results.items():
         if "lr=-1" in name:  # refused at start-up, before the weights or the data are touched
             assert r["status"] == "failed" and "model.optimizer.lr=-1 must be a positive number" in r["error"]

@@ -117,7 +117,7 @@ def load_backbone_weights(name: str, weights: str | None) -> dict[str, torch.Ten
     path = Path(str(weights)).expanduser()
     if path.suffix in (".pt", ".pth", ".ckpt", ".bin") or path.exists():
         if not path.is_file():
-            raise FileNotFoundError(f"model.weights={weights}: no such file. Fix: give a saved state_dict "
+            raise FileNotFoundError(f"model.net.weights={weights}: no such file. Fix: give a saved state_dict "
                                     "file or a torchvision weight name such as IMAGENET1K_V1")
         state = torch.load(path, map_location="cpu", weights_only=True)
         return state.get("state_dict", state) if isinstance(state, dict) else state
@@ -125,7 +125,7 @@ def load_backbone_weights(name: str, weights: str | None) -> dict[str, torch.Ten
 
     enum = get_model_weights(name)
     if weights not in enum.__members__:
-        raise ValueError(f"model.weights={weights!r} is not a weight of {name}; allowed: "
+        raise ValueError(f"model.net.weights={weights!r} is not a weight of {name}; allowed: "
                          f"{', '.join(enum.__members__)}, or a path to a state_dict file")
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(60)  # a dead network fails in a minute instead of hanging
@@ -133,7 +133,7 @@ def load_backbone_weights(name: str, weights: str | None) -> dict[str, torch.Ten
         return enum[weights].get_state_dict(progress=True)
     except Exception as e:
         raise RuntimeError(f"downloading {name} weights {weights} failed ({e}). Fix: check the network, or "
-                           "download them elsewhere and set model.weights=/path/to/state_dict.pth") from None
+                           "download them elsewhere and set model.net.weights=/path/to/state_dict.pth") from None
     finally:
         socket.setdefaulttimeout(old)
 
@@ -154,7 +154,7 @@ class PretrainedClassifier(nn.Module):
             try:
                 net.load_state_dict(state)
             except RuntimeError as e:
-                raise ValueError(f"model.weights={weights} does not fit {backbone}: "
+                raise ValueError(f"model.net.weights={weights} does not fit {backbone}: "
                                  f"{str(e).splitlines()[0]}") from None
         if hasattr(net, "fc"):  # resnets
             features, net.fc = net.fc.in_features, nn.Identity()
