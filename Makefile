@@ -129,13 +129,14 @@ autoencoder: $(STAMP) ## Section 1: code size x loss (6 jobs, 8192/MSE in STUDY/
 $(ENCODER_RUN)/checkpoints/best.ckpt: | $(STAMP)
 	$(TRAIN_ENCODER)
 
-classifiers: $(STAMP) $(ENCODER) ## Section 2: four classifiers (+ augmented deep CNN), Table 2, Figure 4
+classifiers: $(STAMP) $(ENCODER) ## Section 2: four classifiers (+ augmented deep CNN, the searched recipe), Table 2, Figure 4
 	$(SWEEP) experiment=classification model=frozen_encoder "model.encoder_ckpt='$(abspath $(ENCODER))'" $(SEEDS_ALL) \
 		hydra.sweep.dir=$(STUDY)/classification/frozen $(JOB)
 	$(SWEEP) experiment=classification model=encoder,deep_cnn $(SEEDS_ALL) hydra.sweep.dir=$(STUDY)/classification/scratch \
 		$(JOB)
 	$(SWEEP) experiment=classification model=deep_cnn model.augment=true $(SEEDS_ALL) \
 		hydra.sweep.dir=$(STUDY)/classification/augmented $(JOB)
+	$(SWEEP) experiment=classification_improved $(SEEDS_ALL) hydra.sweep.dir=$(STUDY)/classification/improved $(JOB)
 	$(SWEEP) experiment=classification model=pretrained model.net.backbone=alexnet,resnet18 \
 		model.net.weights=$(PRETRAINED_WEIGHTS) $(SEEDS_ALL) hydra.sweep.dir=$(STUDY)/classification/pretrained $(JOB)
 	$(PY) -m voc_dl.report --runs $(STUDY) --out $(REPORT) --section classification

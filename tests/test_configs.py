@@ -16,7 +16,8 @@ from voc_dl.hardware import resolve_precision
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 MODELS = {
     "autoencoder": ["autoencoder"], "autoencoder_improved": ["autoencoder"],
-    "classification": ["deep_cnn", "encoder", "frozen_encoder", "pretrained"], "segmentation": ["segnet", "unet"],
+    "classification": ["deep_cnn", "encoder", "frozen_encoder", "pretrained"], "classification_improved": ["deep_cnn"],
+    "segmentation": ["segnet", "unet"],
     "segmentation_improved": ["unet", "segnet"], "segmentation_selftrain": ["unet"],
 }
 NEEDS = {"frozen_encoder": "model.encoder_ckpt", "segmentation_selftrain": "data.extra_masks"}

@@ -24,17 +24,17 @@ HISTORY_KEYS = ("train/loss", "val/loss", "train/subset_acc", "val/subset_acc", 
 
 
 def classifier_run(folder: Path, seed: int, val: dict, *, status="ok", augment=False, max_epochs=4,
-                   history=()) -> Path:
+                   history=(), experiment="classification") -> Path:
     """A run folder as voc_dl.train leaves it for experiment=classification model=deep_cnn, with these numbers."""
     folder.mkdir(parents=True)
-    job = {"task_name": "classification", "seed": seed, "resume": False, "threads": None,
+    job = {"task_name": experiment, "seed": seed, "resume": False, "threads": None,
            "paths": {"run_dir": "${hydra:runtime.output_dir}", "output_dir": f"/elsewhere/{seed}"},
            "model": {"_target_": "voc_dl.tasks.classification.ClassificationTask", "augment": augment,
                      "net": {"_target_": "voc_dl.models.classifiers.DeepCNN"}},
            "data": {"classes": ["cat", "dog"], "seed": "${seed}", "cache_dir": f"/cache/{seed}"},
            "trainer": {"max_epochs": max_epochs, "accelerator": "cpu" if seed % 2 else "gpu"}}
-    metrics = {"status": status, "task_name": "classification", "seed": seed,
-               "overrides": ["experiment=classification", "model=deep_cnn", f"seed={seed}"],
+    metrics = {"status": status, "task_name": experiment, "seed": seed,
+               "overrides": [f"experiment={experiment}", "model=deep_cnn", f"seed={seed}"],
                "val": {f"val/{k}": v for k, v in val.items()}, "val_scope": "whole split",
                "data": {"val_images": 20, "synthetic": True},
                "config": {"model": {"net": {"_target_": "voc_dl.models.classifiers.DeepCNN"}, "augment": augment},
@@ -61,12 +61,16 @@ def test_table2_shows_mean_and_sample_std_over_seeds_and_leaves_single_runs_as_t
     classifier_run(study / "sweep" / "seed=3", 3, {"map": 0.9, "loss": 0.1}, status="interrupted", history=curve)
     classifier_run(study / "augmented" / "seed=1", 1, {"map": 0.7, "loss": 0.5}, augment=True, history=curve)
     classifier_run(study / "long" / "seed=1", 1, {"map": 0.65, "loss": 0.55}, max_epochs=60, history=curve)
+    classifier_run(study / "improved" / "seed=1", 1, {"map": 0.68, "loss": 0.5}, augment=True, history=curve,
+                   experiment="classification_improved")
     out = tmp_path / "report"
     written = build(study, out, sections=("classification",))
 
     with open(out / "table2.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4
+    assert len(rows) == 5
+    improved = next(r for r in rows if r["val mAP"] == "0.68")
+    assert improved["model"] == "deep_cnn + augmentation (classification_improved)"
     merged = next(r for r in rows if r["n"] == "2")
     assert merged["seeds"] == "1, 2" and merged["status"] == "ok" and merged["run"] == str(study / "sweep")
     assert float(merged["val mAP"]) == pytest.approx(0.55)
@@ -74,7 +78,7 @@ def test_table2_shows_mean_and_sample_std_over_seeds_and_leaves_single_runs_as_t
     assert float(merged["val log-loss std"]) == pytest.approx(0.08 / 2 ** 0.5)
     assert float(merged["wall s"]) == 15 and float(merged["wall s std"]) == pytest.approx(50 ** 0.5)
     singles = [r for r in rows if r is not merged]
-    assert sorted(r["n"] for r in singles) == ["", "1", "1"], "finished single runs are one seed each"
+    assert sorted(r["n"] for r in singles) == ["", "1", "1", "1"], "finished single runs are one seed each"
     interrupted = next(r for r in singles if r["status"].startswith("interrupted"))
     assert float(interrupted["val mAP"]) == 0.9 and interrupted["val mAP std"] == ""
 

@@ -17,6 +17,7 @@ FIGURES = {  # file -> caption
                    "lowest to the highest seed.",
 }
 MODEL_NAMES = {"EncoderClassifier": None, "DeepCNN": "deep_cnn", "PretrainedClassifier": "pretrained"}
+TASKS = ("classification", "classification_improved")
 
 
 def model_name(r: Run) -> str:
@@ -45,7 +46,8 @@ def cls_rows(runs: list[Run]) -> list[dict]:
         train_ll, val_ll = r.at_best("train/loss"), r.val("val/loss")
         last_train, last_val = r.last("train/loss"), r.last("val/loss")
         rows.append({
-            "model": name + (" + augmentation" if r.model_cfg.get("augment") else ""),
+            "model": name + (" + augmentation" if r.model_cfg.get("augment") else "")
+            + (f" ({r.task})" if r.task != TASKS[0] else ""),
             "data": r.data_name, "classes": "/".join(r.data_cfg.get("classes", [])),
             "trainable params": r.metrics.get("trainable_params"),
             "val subset acc": r.val("val/subset_acc"), "val label acc": r.val("val/label_acc"),
@@ -84,7 +86,7 @@ def figure_curves(groups: list[list[Run]], path: Path) -> Path:
 
 
 def report(runs: list[Run], out: Path) -> dict:
-    runs = rescore.on_full_split([r for r in runs if r.task == "classification"], out)
+    runs = rescore.on_full_split([r for r in runs if r.task in TASKS], out)
     if not runs:
         return {}
     rows = seeds.merge(cls_rows(runs), runs, MEASURED)
