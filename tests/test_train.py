@@ -312,6 +312,7 @@ def test_parallel_sweep_with_joblib_caps_threads(tmp_path, synthetic_root):
            f"hydra.sweep.dir={tmp_path}/sweep"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "litlogger" not in out.stdout + out.stderr and "LeafSpec" not in out.stderr, "as quiet as one job"
     runs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
     assert len(runs) == 2
     import os

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import inspect
 import logging
 import os
@@ -119,6 +120,7 @@ class _DropAdvertising(logging.Filter):
         return not str(record.msg).startswith("💡 Tip")
 
 
+@functools.cache  # once per process
 def quiet_third_parties() -> None:
     """Silence known noise at its source: Lightning's litlogger tip, torch's pytree deprecation via Lightning."""
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdvertising())

@@ -184,6 +184,7 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
 def app(cfg: DictConfig) -> float | None:
+    cli.quiet_third_parties()  # again in a launcher's worker process (joblib), which cli.run did not start
     run_dir = Path(cfg.paths.run_dir)
     with cli.one_line_errors():
         try:
