@@ -170,6 +170,17 @@ def test_failed_nan_and_pruned_trials_are_recorded_in_the_study_and_their_run_fo
     assert written[2]["error"] == "the monitored metric is nan"
     assert written[3]["error"] == "RuntimeError: boom"
 
+    # the history figure shows every trial: Optuna's plot has the completed one, voc-dl adds the others
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context():  # Optuna's style stays in this figure
+        ax = search_report.history_axes(study)
+    plt.close(ax.figure)
+    drawn = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+    assert drawn["Pruned (last value)"] == [[4, 0.25]]
+    assert [x for x, _ in drawn["Failed"]] == [1, 2, 3]
+    assert ax.get_xlim() == (-0.5, 4.5)
+
 
 class StubTrainer:
     """The trainer attributes a callback reads at the end of a validation."""

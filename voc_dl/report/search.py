@@ -81,17 +81,33 @@ def best_number(study) -> int | None:
 
 
 def figure_history(study, path: Path) -> Path:
+    # Optuna's plot switches matplotlib to its own style for good: keep that to this figure
+    with plt.rc_context():
+        return save_figure(history_axes(study).figure, path)
+
+
+def history_axes(study):
+    """Optuna's optimisation history, which draws COMPLETE trials only, with the pruned trials (at the value they
+    last reported) and the failed ones (ticks on the x axis) added, so every trial of the study is on it."""
     import optuna
 
-    # Optuna's plot switches matplotlib to its own style for good: keep that to this figure
-    with warnings.catch_warnings(), plt.rc_context():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = optuna.visualization.matplotlib.plot_optimization_history(study)
-        ax.set_title(f"Optimisation history: {study.study_name}")
-        ax.set_xlabel("trial")
-        ax.set_ylabel(study.user_attrs.get("search", {}).get("metric", "value"))
-        whole_epochs(ax)  # whole trial numbers
-        return save_figure(ax.figure, path)
+    pruned = [(t.number, t.value) for t in study.trials if t.state.name == "PRUNED" and t.value is not None]
+    if pruned:
+        ax.scatter(*zip(*pruned, strict=True), facecolors="none", edgecolors="grey", label="Pruned (last value)")
+    failed = [t.number for t in study.trials if t.state.name == "FAIL"]
+    if failed:
+        ax.scatter(failed, [0] * len(failed), marker="|", s=200, color="crimson", label="Failed",
+                   transform=ax.get_xaxis_transform(), clip_on=False)
+    ax.set_xlim(-0.5, max(len(study.trials), 1) - 0.5)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Optimisation history: {study.study_name} ({len(study.trials)} trials)")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(study.user_attrs.get("search", {}).get("metric", "value"))
+    whole_epochs(ax)  # whole trial numbers
+    return ax
 
 
 def importances(study) -> dict[str, float] | None:
