@@ -14,9 +14,9 @@ ACCELERATOR ?= auto
 PRECISION ?=
 EPOCHS ?=
 ARGS ?=
-# one study folder and report per data set: the section targets resume the runs they find in STUDY, and a
-# report of STUDY must not mix data sets
-DATA_NAME := $(if $(DATA),$(notdir $(abspath $(DATA)))-$(YEAR),$(DATASET))
+# One study folder and report per data set: the section targets resume or skip what they find in STUDY, which
+# must be runs of the same data. A DATA tree is named by its folder, year and a hash of its path.
+DATA_NAME := $(if $(DATA),$(notdir $(abspath $(DATA)))-$(YEAR)-$(shell printf %s "$(abspath $(DATA))" | md5sum | cut -c1-6),$(DATASET))
 STUDY ?= outputs/study/$(DATA_NAME)
 REPORT ?= outputs/report/$(DATA_NAME)
 PRETRAINED_WEIGHTS ?= IMAGENET1K_V1

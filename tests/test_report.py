@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -264,13 +266,19 @@ def test_each_data_set_gets_a_study_folder_and_a_report_of_its_own():
 
     from tests.conftest import ROOT
 
+    # make's defaults, whatever this shell exports or a calling make passes down
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATASET", "DATA", "YEAR", "STUDY", "REPORT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
     def steps(*args):
-        out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(["make", "-n", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         return out.stdout.replace("\\\n", " ")
 
+    a, b = (hashlib.md5(path.encode()).hexdigest()[:6] for path in ("/data/a/VOC", "/data/b/VOC"))
     for args, name in [((), "synthetic"), (("DATASET=shared_voc",), "shared_voc"),
-                       (("DATA=/data/VOC", "YEAR=2012"), "VOC-2012")]:
+                       (("DATA=/data/a/VOC/", "YEAR=2012"), f"VOC-2012-{a}"), (("DATA=/data/b/VOC", "YEAR=2012"),
+                                                                              f"VOC-2012-{b}")]:
         assert f"hydra.run.dir=outputs/study/{name}/encoder " in steps("autoencoder", *args)
         assert f"--runs outputs/study/{name} --out outputs/report/{name}" in steps("report", *args)
 

@@ -130,7 +130,8 @@ def test_eval_scores_on_the_data_the_run_trained_on_unless_the_command_names_oth
 
     own = tmp_path / "own"
     make_synthetic_voc(own, "2009", n_images=24, seed=5)
-    trained = train(compose_cfg(["experiment=segmentation", "debug=tiny", f"data.root={own}", *SMALL]))
+    trained = train(compose_cfg(["experiment=segmentation", "debug=tiny", f"data.root={own}", "data.void=background",
+                                 *SMALL]))
     ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
     # as `voc_dl.eval ckpt_path=...` (with the run's batch size: the loss is a mean of batch means)
     again = evaluate(compose_cfg([f"ckpt_path={ckpt}", *SMALL], config_name="eval.yaml"))
@@ -139,6 +140,11 @@ def test_eval_scores_on_the_data_the_run_trained_on_unless_the_command_names_oth
         assert trained["val"][key] == pytest.approx(value, rel=1e-5), key
     other = evaluate(compose_cfg([f"ckpt_path={ckpt}", f"data.root={synthetic_root}"], config_name="eval.yaml"))
     assert other["data"]["root"] == str(synthetic_root) and other["data"]["val_images"] != trained["data"]["val_images"]
+    # another tree, the run's labelling: its void pixels are background, as in training, unless data.void is named
+    assert trained["data"]["val_void_fraction"] == other["data"]["val_void_fraction"] == 0
+    ignored = evaluate(compose_cfg([f"ckpt_path={ckpt}", f"data.root={synthetic_root}", "data.void=ignore"],
+                                   config_name="eval.yaml"))
+    assert ignored["data"]["val_void_fraction"] > 0
 
 
 def test_eval_scores_a_checkpoint_on_another_split(compose_cfg, tmp_path):

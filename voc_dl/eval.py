@@ -3,10 +3,11 @@
     python -m voc_dl.eval ckpt_path=outputs/.../checkpoints/best.ckpt dataset=shared_voc [split=val] [model.tta=true]
 
 The network is rebuilt from the config that voc_dl.train stores in each checkpoint. The data are the
-training run's (its tree, or its synthetic tree, and labelling) unless the command names others
-(`dataset=`, `data.root=`, ...); task, image size, colour mode and classes are always the training
-run's, since the network fixes them. `model.<key>=...` changes a setting of the saved model
-config that does not change its weights (e.g. the segmenter's flip test-time augmentation).
+training run's (its tree or synthetic tree, year, labelling and holdout) unless the command names
+others: `dataset=` or `data.root=` another tree, `data.<key>=` one setting; task, image size, colour
+mode and classes are always the training run's, since the network fixes them. `model.<key>=...`
+changes a setting of the saved model config that does not change its weights (e.g. the segmenter's
+flip test-time augmentation).
 Results go to `metrics.json` of the eval run folder.
 """
 
@@ -32,9 +33,11 @@ from voc_dl.instantiate import instantiate
 
 log = logging.getLogger("voc_dl")
 
-# data keys that name a data set (dataset= sets them all) and that define the holdout split
-SOURCE = ("root", "year", "synthetic", "difficult_as_positive", "void")
-HOLDOUT = ("train_split", "holdout_fraction")
+# The data a run trained on, which eval reads unless the command names others: its tree (the command's once it
+# names root, synthetic or dataset=), and, each unless named, the tree's year (dataset= sets it), the labelling and
+# the holdout split's definition.
+TREE = ("root", "synthetic")
+PER_KEY = ("year", "difficult_as_positive", "void", "train_split", "holdout_fraction")
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -48,10 +51,10 @@ def evaluate(cfg: DictConfig) -> dict:
     data_cfg = cfg.data.copy()
     given = {cli.override_key(o) for o in cli.overrides()}
     named = {k.split(".")[1] if k.startswith("data.") else k for k in given}
-    # a command that names no data scores the checkpoint on the tree and labelling it was trained on, and
-    # split=holdout is the run's own holdout unless its settings are given
-    taken = ["task", "image_size", "color", "classes", *(k for k in HOLDOUT if k not in named),
-             *(SOURCE if not named & {"dataset", *SOURCE} else ())]
+    if "dataset" in named:
+        named.add("year")
+    taken = ["task", "image_size", "color", "classes", *(k for k in PER_KEY if k not in named),
+             *(TREE if not named & {"dataset", *TREE} else ())]
     with open_dict(data_cfg):
         for key in taken:
             if key in train_data:

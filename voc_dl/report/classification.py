@@ -73,8 +73,8 @@ def figure_curves(groups: list[list[Run]], path: Path) -> Path:
             seeds.plot_mean(axes[0][j], runs, key, style, label=key)
         for key, style in (("train/subset_acc", "-"), ("val/subset_acc", "--"), ("val/map", ":")):
             seeds.plot_mean(axes[1][j], runs, key, style, label=key)
-        axes[0][j].set_title(model_name(r) + (" + aug" if r.model_cfg.get("augment") else "") + seeds.seeds_label(runs),
-                             fontsize=9)
+        axes[0][j].set_title(model_name(r) + (" + aug" if r.model_cfg.get("augment") else "")
+                             + (f" ({r.task})" if r.task != TASKS[0] else "") + seeds.seeds_label(runs), fontsize=9)
         axes[0][j].set_ylabel("log-loss")
         axes[1][j].set_ylabel("accuracy / mAP")
         axes[1][j].set_xlabel("epoch")
