@@ -32,6 +32,12 @@ def model_name(r: Run) -> str:
     return MODEL_NAMES.get(kind) or kind
 
 
+def run_label(r: Run, augmented: str = " + augmentation") -> str:
+    """The classifier, whether it augments, and the experiment when it is not the study's."""
+    return (model_name(r) + (augmented if r.model_cfg.get("augment") else "")
+            + (f" ({r.task})" if r.task != TASKS[0] else ""))
+
+
 # the columns each run measures: over seeds of one config, Table 2 shows their mean ± standard deviation
 MEASURED = ("val subset acc", "val label acc", "val mAP", "val F1", "train log-loss", "val log-loss", "gap",
             "last train log-loss", "last val log-loss", "last gap", "epochs", "best epoch", "wall s",
@@ -46,8 +52,7 @@ def cls_rows(runs: list[Run]) -> list[dict]:
         train_ll, val_ll = r.at_best("train/loss"), r.val("val/loss")
         last_train, last_val = r.last("train/loss"), r.last("val/loss")
         rows.append({
-            "model": name + (" + augmentation" if r.model_cfg.get("augment") else "")
-            + (f" ({r.task})" if r.task != TASKS[0] else ""),
+            "model": run_label(r),
             "data": r.data_name, "classes": "/".join(r.data_cfg.get("classes", [])),
             "trainable params": r.metrics.get("trainable_params"),
             "val subset acc": r.val("val/subset_acc"), "val label acc": r.val("val/label_acc"),
@@ -73,8 +78,7 @@ def figure_curves(groups: list[list[Run]], path: Path) -> Path:
             seeds.plot_mean(axes[0][j], runs, key, style, label=key)
         for key, style in (("train/subset_acc", "-"), ("val/subset_acc", "--"), ("val/map", ":")):
             seeds.plot_mean(axes[1][j], runs, key, style, label=key)
-        axes[0][j].set_title(model_name(r) + (" + aug" if r.model_cfg.get("augment") else "")
-                             + (f" ({r.task})" if r.task != TASKS[0] else "") + seeds.seeds_label(runs), fontsize=9)
+        axes[0][j].set_title(run_label(r, " + aug") + seeds.seeds_label(runs), fontsize=9)
         axes[0][j].set_ylabel("log-loss")
         axes[1][j].set_ylabel("accuracy / mAP")
         axes[1][j].set_xlabel("epoch")
