@@ -65,8 +65,8 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch/torchvision first and pinned, so pip never resolves a different build for them.
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	# torch/torchvision first, at pyproject.toml's pins, so pip never resolves a different build for them.
+	$(PY) -m pip install -q $$(grep -oE '"torch(vision)?==[0-9.]+"' pyproject.toml | tr -d '"')
 	$(PY) -m pip install -q -e '.[dev,cluster,search,export]'
 	touch $(STAMP)
 

@@ -10,12 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from voc_dl.demo import shortened
+from voc_dl.demo import DONE, FAILED, shortened
+from voc_dl.train import DONE_LINE, FAILED_LINE
 
 
 def rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def test_the_demo_reads_the_result_lines_train_writes():
+    run = "/r/a=1,b=2"
+    done = DONE_LINE % ("val/dice", 0.6123, " (test/dice=0.5900)", 7, 10, f"{run}/checkpoints/best.ckpt", run)
+    assert DONE.search("[voc_dl][INFO] - " + done).groups() == (
+        "done: val/dice=0.6123 (test/dice=0.5900) (best epoch 7 of 10)", run)
+    failed = FAILED_LINE % ("/r/seed=3", "FloatingPointError: val/loss is nan")
+    assert FAILED.search("[voc_dl][ERROR] - " + failed).groups() == ("/r/seed=3", "FloatingPointError: val/loss is nan")
 
 
 def test_the_demo_states_what_it_shortened():

@@ -18,7 +18,13 @@ OmegaConf.register_new_resolver("or_default", lambda x: re.sub(r"(^|,)\+{1,2}", 
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
 # `${channels:${data.color}}` gives a net the input channels of the images the data config serves.
-OmegaConf.register_new_resolver("channels", lambda color: {"rgb": 3, "gray": 1}.get(color, color), replace=True)
+def _channels(color):
+    from voc_dl.data.voc import CHANNELS
+
+    return CHANNELS.get(color, color)
+
+
+OmegaConf.register_new_resolver("channels", _channels, replace=True)
 
 # `${task_of:${model._target_}}`: the task a model trains, the name of its module (voc_dl.tasks.<task>.<Class>),
 # so the data config follows the experiment's model instead of each experiment repeating it.

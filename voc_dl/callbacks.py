@@ -15,6 +15,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.seed import _collect_rng_states, _set_rng_states
 
 from voc_dl.atomic import atomic_write_bytes, atomic_write_text
+from voc_dl.run_files import BEST, CHECKPOINTS, HISTORY, LAST
 
 
 def scalar_metrics(metrics: dict) -> dict:
@@ -31,27 +32,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_bytes(path, buffer.getvalue())
 
 
-def checkpoint(dirpath: str, monitor: str = "val/loss", mode: str = "min") -> ModelCheckpoint:
-    """best.ckpt: the best epoch by `monitor`."""
-    return ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                           auto_insert_metric_name=False, enable_version_counter=False)
+def checkpoint(run_dir: str, monitor: str, mode: str) -> ModelCheckpoint:
+    """checkpoints/best.ckpt: the best epoch by `monitor`."""
+    return ModelCheckpoint(dirpath=Path(run_dir) / CHECKPOINTS, filename=BEST, monitor=monitor, mode=mode,
+                           save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
 
 
-def last_checkpoint(dirpath: str) -> ModelCheckpoint:
-    """last.ckpt after every epoch, whatever the metric did: what a resume starts from.
+def last_checkpoint(run_dir: str) -> ModelCheckpoint:
+    """checkpoints/last.ckpt after every epoch, whatever the metric did: what a resume starts from.
 
     A separate callback because Lightning 2.6's `save_last` only refreshes last.ckpt in epochs that
     also wrote a top-k checkpoint.
     """
-    return ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
-                           auto_insert_metric_name=False, enable_version_counter=False)
+    return ModelCheckpoint(dirpath=Path(run_dir) / CHECKPOINTS, filename=LAST, monitor=None, save_top_k=1,
+                           every_n_epochs=1, auto_insert_metric_name=False, enable_version_counter=False)
 
 
 class MetricsHistory(Callback):
-    """One CSV row per epoch with every epoch-level metric: what figures and reports read."""
+    """history.csv: one row per epoch with every epoch-level metric, what figures and reports read."""
 
-    def __init__(self, path: str):
-        self.path = Path(path)
+    def __init__(self, run_dir: str):
+        self.path = Path(run_dir) / HISTORY
         self.rows: list[dict] = []
 
     def on_train_start(self, trainer, pl_module) -> None:

@@ -23,7 +23,8 @@ from voc_dl.data.extra_masks import RETIRED_KEYS, retired
 
 TRAINER_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "trainer" / "default.yaml"
 # Errors whose message is the whole story (key, value, fix); anything else keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, MissingMandatoryValue)
+# FloatingPointError: a run that diverged; ConnectionError: a download that failed.
+USER_ERRORS = (ValueError, FileNotFoundError, MissingMandatoryValue, FloatingPointError, ConnectionError)
 EXIT_USAGE = 2
 
 
@@ -49,11 +50,6 @@ def one_line_errors():
         if verbose():
             raise
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-
-
-def override_key(override) -> str:
-    """The key an override sets: `+data.x=1` and `~data.x` -> `data.x`."""
-    return str(override).lstrip("+~").split("=", 1)[0]
 
 
 def overrides() -> list[str]:

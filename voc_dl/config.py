@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from voc_dl.data.extra_masks import RETIRED_KEYS, retired
 from voc_dl.data.synthetic import check_writable
-from voc_dl.data.voc import VOC_CLASSES, YEARS, VOCDataError, check_root
+from voc_dl.data.voc import CHANNELS, ON_BAD_IMAGE, VOC_CLASSES, VOID_RULES, YEARS, VOCDataError, check_root
 from voc_dl.models.autoencoder import CODE_DEPTH
 from voc_dl.models.classifiers import BACKBONES
 from voc_dl.tasks import reconstruction, segmentation
@@ -37,9 +37,10 @@ def plumbing_keys() -> frozenset[str]:
 
 
 # Keys that say where and on what a run executes, not what it computes: two runs that differ only in these are
-# the same job (a resume may move it to a GPU or another cache). Narrower than plumbing_keys(), which also
+# the same job (a resume may move it to a GPU or another cache). `callbacks` write the run's files (best and
+# last checkpoints by `monitor`, which is compared, history.csv) and guard it; they do not change its numbers. Narrower than plumbing_keys(), which also
 # leaves trainer.max_epochs, data.root or model.encoder_ckpt out of folder names for readability only.
-RESULT_NEUTRAL = ("hydra", "paths", "ckpt_path", "resume", "threads", "logger", "data.cache_dir",
+RESULT_NEUTRAL = ("hydra", "paths", "ckpt_path", "resume", "threads", "logger", "callbacks", "data.cache_dir",
                   "trainer.accelerator", "trainer.devices")
 
 
@@ -54,6 +55,11 @@ def _flat(tree, prefix: str = "") -> dict:
     if isinstance(tree, dict):
         return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
     return {prefix[:-1]: tree}
+
+
+def override_key(override) -> str:
+    """The key an override sets: `+data.x=1` and `~data.x` -> `data.x`."""
+    return str(override).lstrip("+~").split("=", 1)[0]
 
 
 def result_neutral(key: str, ignore=RESULT_NEUTRAL) -> bool:
@@ -131,8 +137,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.batch_size={data.batch_size} must be at least 1")
     if not 0 <= data.val_to_train < 1:
         raise ConfigError(f"data.val_to_train={data.val_to_train} must be a fraction in [0, 1)")
-    for key, allowed in (("void", ("ignore", "background")), ("color", ("rgb", "gray")),
-                         ("on_bad_image", ("error", "skip"))):
+    for key, allowed in (("void", VOID_RULES), ("color", tuple(CHANNELS)), ("on_bad_image", ON_BAD_IMAGE)):
         if data[key] not in allowed:
             raise _allowed(f"data.{key}", data[key], allowed)
     if data.root is None and not (data.synthetic or {}).get("dir"):

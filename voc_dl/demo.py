@@ -27,9 +27,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from voc_dl import cli
-from voc_dl.config import CONF_DIR
+from voc_dl.config import CONF_DIR, override_key
 from voc_dl.report.__main__ import build
+from voc_dl.run_files import METRICS
 
 
 def shortened() -> list[str]:
@@ -54,8 +54,8 @@ def shortened() -> list[str]:
 
 def merged(own: list[str], user: list[str]) -> list[str]:
     """The demo's overrides, minus those whose key the user's overrides set again, then the user's."""
-    keys = {cli.override_key(o) for o in user}
-    return [o for o in own if o.startswith("-") or cli.override_key(o) not in keys] + user
+    keys = {override_key(o) for o in user}
+    return [o for o in own if o.startswith("-") or override_key(o) not in keys] + user
 
 
 def _quote(arg: str) -> str:
@@ -78,13 +78,14 @@ def _python() -> str:
     return sys.executable if rel.startswith("..") else rel
 
 
+# voc_dl.train's DONE_LINE and FAILED_LINE (tests/test_demo.py formats them and reads them back)
+DONE = re.compile(r"(done: .*?) \| checkpoint .*\| run folder (\S+)")
+FAILED = re.compile(r"job failed \(recorded in (\S+?)/metrics.json\): (.*)")
+
 # glibc hands the large activation buffers a training step frees back to the system, and the next step
 # page-faults them in again: with these thresholds it keeps them. Measured on the 2-core EPYC, one thread,
 # a 64 px autoencoder epoch: 21 s -> 14 s (system time 10.5 -> 1.6 s). The user's own settings win.
 ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
-
-DONE = re.compile(r"(done: .*?) \| checkpoint .*\| run folder (\S+)")
-FAILED = re.compile(r"job failed \(recorded in (\S+?)/metrics.json\): (.*)")
 
 
 SHOWN = ("val/mse", "val/map", "val/subset_acc", "val/dice", "val/iou")  # the headline numbers of the sections
@@ -93,7 +94,7 @@ SHOWN = ("val/mse", "val/map", "val/subset_acc", "val/dice", "val/iou")  # the h
 def result(run_dir: Path) -> str | None:
     """A finished run's headline numbers (whole validation split), epochs and wall time, from its metrics.json."""
     try:
-        m = json.loads((run_dir / "metrics.json").read_text())
+        m = json.loads((run_dir / METRICS).read_text())
     except (OSError, ValueError):
         return None
     shown = ", ".join(f"{k} {m['val'][k]:.4f}" for k in SHOWN if k in m.get("val", {}))
@@ -142,7 +143,7 @@ def _wait(proc: subprocess.Popen) -> tuple[int, float]:
 def section1_encoder(sweep: Path) -> tuple[Path, bool] | None:
     """The best checkpoint of the sweep's 8192-code autoencoder, found by its record, not its folder name,
     and whether its encoder has batch-norm."""
-    for metrics in sorted(sweep.glob("*/metrics.json")):
+    for metrics in sorted(sweep.glob(f"*/{METRICS}")):
         m = json.loads(metrics.read_text())
         model = m.get("config", {}).get("model", {})
         if m.get("status") == "ok" and model.get("code_size") == 8192 and m.get("best_ckpt"):
@@ -228,7 +229,7 @@ def main(argv=None) -> None:
     say("\nwriting the report ...")
     written = build(study, out / "report")
     print("\n" + "=" * 100)
-    data = next((json.loads(p.read_text()).get("data") for p in sorted(study.rglob("metrics.json"))
+    data = next((json.loads(p.read_text()).get("data") for p in sorted(study.rglob(METRICS))
                  if json.loads(p.read_text()).get("data", {}).get("task") == "segmentation"), None)
     if data:
         kind = "synthetic VOC tree" if data.get("synthetic") else "VOC tree"

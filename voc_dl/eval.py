@@ -1,11 +1,11 @@
-"""Evaluate a checkpoint on another dataset's split:
+"""Evaluate a checkpoint, by default on the validation split of the data it trained on:
 
-    python -m voc_dl.eval ckpt_path=outputs/.../checkpoints/best.ckpt dataset=shared_voc [split=val] [model.tta=true]
+    python -m voc_dl.eval ckpt_path=outputs/.../checkpoints/best.ckpt [dataset=shared_voc] [split=val] [+model.tta=true]
 
 The network is rebuilt from the config that voc_dl.train stores in each checkpoint. The data are the
 training run's (its tree or synthetic tree, year, labelling and holdout) unless the command names
 others: `dataset=` or `data.root=` another tree, `data.<key>=` one setting; task, image size, colour
-mode and classes are always the training run's, since the network fixes them. `model.<key>=...`
+mode and classes are always the training run's, since the network fixes them. `+model.<key>=...`
 changes a setting of the saved model config that does not change its weights (e.g. the segmenter's
 flip test-time augmentation).
 Results go to `metrics.json` of the eval run folder.
@@ -27,9 +27,10 @@ from voc_dl import cli
 from voc_dl.atomic import atomic_write_text
 from voc_dl.callbacks import scalar_metrics
 from voc_dl.checkpoints import checkpoint_file, load_task
-from voc_dl.config import ConfigError
+from voc_dl.config import ConfigError, override_key
 from voc_dl.hardware import hardware, resolve_precision
 from voc_dl.instantiate import instantiate
+from voc_dl.run_files import METRICS
 
 log = logging.getLogger("voc_dl")
 
@@ -49,7 +50,7 @@ def evaluate(cfg: DictConfig) -> dict:
     model_overrides = OmegaConf.to_container(cfg.model)
     model, train_data = load_task(ckpt, overrides=model_overrides)
     data_cfg = cfg.data.copy()
-    given = {cli.override_key(o) for o in cli.overrides()}
+    given = {override_key(o) for o in cli.overrides()}
     named = {k.split(".")[1] if k.startswith("data.") else k for k in given}
     if "dataset" in named:
         named.add("year")
@@ -70,13 +71,13 @@ def evaluate(cfg: DictConfig) -> dict:
                           enable_model_summary=False,
                           precision=resolve_precision(cfg.trainer.precision, cfg.fp32, cfg.trainer.accelerator))
     val = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
-    result = {"status": "ok", "task_name": "eval", "ckpt_path": str(ckpt.resolve()),
+    result = {"status": "ok", "task_name": cfg.task_name, "ckpt_path": str(ckpt.resolve()),
               "model_overrides": model_overrides,
               "train_run": str(ckpt.resolve().parent.parent), "split": cfg.split, "val": scalar_metrics(val),
               "data": datamodule.info, "hardware": hardware(), "wall_time_s": round(time.time() - started, 1)}
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    atomic_write_text(run_dir / METRICS, json.dumps(result, indent=2))
     log.info("eval %s on %s/%s: %s | %s", ckpt, datamodule.info["root"], cfg.split,
              ", ".join(f"{k}={v:.4f}" for k, v in result["val"].items()), run_dir)
     return result

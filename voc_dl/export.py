@@ -36,6 +36,7 @@ from voc_dl.atomic import atomic_write_bytes
 from voc_dl.checkpoints import checkpoint_file, load_task
 from voc_dl.config import ConfigError
 from voc_dl.data.image_files import preprocessing
+from voc_dl.data.voc import CHANNELS
 from voc_dl.hardware import hardware
 from voc_dl.run_record import recorded
 
@@ -197,7 +198,7 @@ def _export(cfg: DictConfig) -> dict:
         raise ConfigError(f"out={cfg.out} is a folder. Fix: out=<a file>, e.g. outputs/export/model"
                           f"{FORMATS[cfg.format]}")
     module = inference_module(task)
-    channels, size = (1 if trained_on.get("color") == "gray" else 3), int(trained_on["image_size"])
+    channels, size = CHANNELS[trained_on.get("color", "rgb")], int(trained_on["image_size"])
     # batch 2 to trace: torch.export would take a batch of 1 for a constant
     example = torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(0))
     with open(ckpt, "rb") as f:
@@ -216,7 +217,7 @@ def _export(cfg: DictConfig) -> dict:
     check = {"images": 3, "shape": list(got.shape), "max_abs_diff": diff, "atol": CHECK_ATOL,
              "runtime": runtime(cfg.format)}
     if not diff <= CHECK_ATOL:
-        raise RuntimeError(f"{out}: the exported model disagrees with PyTorch (max |difference| {diff:.3g}, output "
+        raise ValueError(f"{out}: the exported model disagrees with PyTorch (max |difference| {diff:.3g}, output "
                            f"shape {list(got.shape)} for {list(expected.shape)}). Fix: try format=torchscript, and "
                            "report the checkpoint's network")
     return {"ckpt_path": str(ckpt.resolve()), "task": kind, "format": cfg.format, "out": str(out.absolute()),

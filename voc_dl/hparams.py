@@ -25,6 +25,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
 
+from voc_dl.config import override_key
 from voc_dl.provenance import tags
 
 #: the session's folder inside the TensorBoard logger's log_dir
@@ -60,8 +61,8 @@ def _overridden(cfg: DictConfig, overrides: list[str], choices: dict, plumbing: 
     reads the composed config (so `model.code_size=4096` reads back as the number 4096)."""
     values = {}
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+")
-        if "=" not in override or key in plumbing or key.startswith(("~", "hydra.", "hydra/")):
+        key = override_key(override)
+        if "=" not in override or override.startswith("~") or key in plumbing or key.startswith(("hydra.", "hydra/")):
             continue
         values[key] = choices[key] if key in choices else _plain(OmegaConf.select(cfg, key))
     return values

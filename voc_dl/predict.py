@@ -40,7 +40,7 @@ from voc_dl.atomic import atomic_write_bytes
 from voc_dl.checkpoints import checkpoint_file, load_task
 from voc_dl.config import ConfigError
 from voc_dl.data.image_files import ImageFilesDataModule, find_images, preprocessing
-from voc_dl.data.voc import VOCDataError
+from voc_dl.data.voc import ON_BAD_IMAGE, VOCDataError
 from voc_dl.hardware import hardware, resolve_precision
 from voc_dl.instantiate import instantiate
 from voc_dl.run_record import recorded
@@ -199,7 +199,7 @@ def _predict(cfg: DictConfig, result: dict) -> dict:
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key} is required. Fix: python -m voc_dl.predict ckpt_path=<run>/checkpoints/"
                               "best.ckpt input=<an image, a folder of images, or a glob such as 'photos/*.jpg'>")
-    if cfg.on_bad_image not in ("skip", "error"):
+    if cfg.on_bad_image not in ON_BAD_IMAGE:
         raise ConfigError(f"on_bad_image={cfg.on_bad_image!r}; allowed: skip (a CSV row with the error), error")
     if not 0 <= cfg.threshold <= 1:
         raise ConfigError(f"threshold={cfg.threshold}: a probability in [0, 1]")

@@ -29,7 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from voc_dl import cli
 from voc_dl.atomic import atomic_write_text
-from voc_dl.config import differences, job_config
+from voc_dl.config import differences, job_config, override_key
+from voc_dl.run_files import METRICS, last_ckpt
 
 log = logging.getLogger("voc_dl")
 CLAIM = ".claim"  # in a sweep job's folder: the launch and job number that write there
@@ -42,7 +43,7 @@ class RunFolderError(ValueError):
 
 
 def _resume_key(override: str) -> bool:
-    return cli.override_key(override) == "resume"
+    return override_key(override) == "resume"
 
 
 def same_command(recorded, current) -> bool:
@@ -128,7 +129,7 @@ def _read_json(path: Path) -> dict | None:
 def recorded_config(folder: Path) -> dict | None:
     """The job config of the run a folder holds: metrics.json's record, else the .hydra/config.yaml Hydra wrote
     (a job killed before it recorded anything, or a run from before metrics.json held it)."""
-    metrics = _read_json(folder / "metrics.json") or {}
+    metrics = _read_json(folder / METRICS) or {}
     if "job_config" in metrics:
         return metrics["job_config"]
     try:
@@ -237,7 +238,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
         return Plan("train", cfg.get("ckpt_path"))
     if _rank() > 0 and RESUMED_FROM in os.environ:
         return Plan("train", os.environ[RESUMED_FROM] or None)
-    prior = _read_json(run_dir / "metrics.json")
+    prior = _read_json(run_dir / METRICS)
     status = (prior or {}).get("status")
     if prior is None or status not in ("ok", "interrupted", "running"):
         if prior is not None:
@@ -254,7 +255,7 @@ def plan(cfg: DictConfig, run_dir: Path) -> Plan:
         raise RunFolderError(f"resume=true: {run_dir} holds a run of another config ({_describe(other)}). Fix: "
                              "resume=false trains it again from scratch, ckpt_path=last continues it with these "
                              "settings, or give this run another folder")
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = last_ckpt(run_dir)
     if status == "ok" and not diff:
         monitored = (prior.get("val") or {}).get(cfg.monitor.metric)
         log.info("resume=true: %s finished before with the same config (%s=%s): skipped", run_dir,

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from voc_dl import cli
 from voc_dl.atomic import atomic_write_text
+from voc_dl.run_files import METRICS
 
 
 def recorded(cfg: DictConfig, work: Callable[[dict], dict]) -> dict:
@@ -26,5 +27,5 @@ def recorded(cfg: DictConfig, work: Callable[[dict], dict]) -> dict:
                       wall_time_s=round(time.time() - started, 1))
         raise
     finally:
-        atomic_write_text(Path(cfg.paths.run_dir) / "metrics.json", json.dumps(result, indent=2))
+        atomic_write_text(Path(cfg.paths.run_dir) / METRICS, json.dumps(result, indent=2))
     return result

@@ -35,6 +35,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from voc_dl import cli
 from voc_dl.atomic import atomic_write_text
 from voc_dl.config import result_neutral
+from voc_dl.run_files import METRICS, last_ckpt
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's schema set-up lines tell a user nothing
@@ -103,7 +104,7 @@ class ResumableOptunaSweeper(OptunaSweeperImpl):
         if known is None:
             study.set_user_attr("search", definition)
             known = definition
-        known["fixed"] = {k: v for k, v in known["fixed"].items() if not result_neutral(k)}  # older studies kept them
+        known["fixed"] = {k: v for k, v in known["fixed"].items() if not result_neutral(k)}  # a study may have stored them
         if known != definition:
             changed = sorted(k for k in set(known["fixed"]) | set(definition["fixed"])
                              if known["fixed"].get(k) != definition["fixed"].get(k))
@@ -126,7 +127,7 @@ class ResumableOptunaSweeper(OptunaSweeperImpl):
         for trial, job in zip(trials, overrides, strict=True):
             run_dir = self.run_dir(trial.number)
             trial.set_user_attr(RUN_DIR, str(run_dir.relative_to(folder)))
-            resume = (run_dir / "checkpoints" / "last.ckpt").is_file()  # an interrupted trial goes on from there
+            resume = last_ckpt(run_dir).is_file()  # an interrupted trial goes on from there
             jobs.append([*job, *(["ckpt_path=last"] if resume else [])])
         returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
         study = self.load()
@@ -181,7 +182,7 @@ def job_value(ret: JobReturn) -> tuple[float | None, str | None]:
 
 def record_trial(run_dir: Path, study_name: str, number: int, state: TrialState, error: str | None) -> None:
     """The trial's study, number and state in its metrics.json; a run that finished with a NaN metric is failed."""
-    path = run_dir / "metrics.json"
+    path = run_dir / METRICS
     try:
         metrics = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):  # a job that failed before writing one

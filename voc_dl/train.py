@@ -30,15 +30,20 @@ from voc_dl.hardware import hardware, resolve_precision
 from voc_dl.hparams import log_final, run_hparams
 from voc_dl.instantiate import instantiate
 from voc_dl.provenance import provenance, tags
+from voc_dl.run_files import HISTORY, METRICS, last_ckpt
 
 log = logging.getLogger("voc_dl")
+
+# A job's last log line; voc_dl.demo reads them to show each job's result as it ends.
+DONE_LINE = "done: %s=%.4f%s (best epoch %s of %s) | checkpoint %s | run folder %s"
+FAILED_LINE = f"job failed (recorded in %s/{METRICS}): %s"
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     if ckpt_path in (None, "", "null"):
         return None
     if ckpt_path == "last":
-        last = run_dir / "checkpoints" / "last.ckpt"
+        last = last_ckpt(run_dir)
         if not last.is_file():
             raise FileNotFoundError(
                 f"ckpt_path=last: no {last}. Fix: resume in the interrupted run's folder with "
@@ -128,7 +133,7 @@ def fit(datamodule, model, trainer, ckpt_path: str | None) -> dict:
 def record(cfg: DictConfig, result: dict, trainer, fitted: dict, data_info: dict, started: float) -> dict:
     """metrics.json and the TensorBoard HParams session of a finished run."""
     run_dir = Path(cfg.paths.run_dir)
-    history = run_dir / "history.csv"
+    history = run_dir / HISTORY
     # ddp_spawn trains in child processes: the parent's epoch counter stays 0, history.csv does not
     epochs = max(trainer.current_epoch, len(history.read_text().splitlines()) - 1 if history.exists() else 0)
     result.update(status="ok", epochs=epochs, **fitted, data=data_info, wall_time_s=round(time.time() - started, 1))
@@ -137,11 +142,11 @@ def record(cfg: DictConfig, result: dict, trainer, fitted: dict, data_info: dict
                                              result["hardware"].get("device")),
               {f"final/{k}": v for k, v in (result["val"] | result.get("test", {})).items()}, trainer.global_step,
               started)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    atomic_write_text(run_dir / METRICS, json.dumps(result, indent=2))
     key = cfg.monitor.metric
     test_key = "test/" + key.removeprefix("val/")
     tested = f" ({test_key}={result['test'][test_key]:.4f})" if test_key in result.get("test", {}) else ""
-    log.info("done: %s=%.4f%s (best epoch %s of %s) | checkpoint %s | run folder %s", key,
+    log.info(DONE_LINE, key,
              result["val"].get(key, float("nan")), tested, result["best_epoch"], epochs, result["best_ckpt"], run_dir)
     return result
 
@@ -154,7 +159,7 @@ def train(cfg: DictConfig) -> dict:
               "seed": cfg.seed, "tags": tags(cfg), "monitor": OmegaConf.to_container(cfg.monitor),
               "run_dir": str(run_dir), "hardware": hardware(), "provenance": provenance(),
               "job_config": job_config(cfg)}  # what resume=true compares (Hydra rewrites .hydra/ every launch)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    atomic_write_text(run_dir / METRICS, json.dumps(result, indent=2))
     try:
         datamodule, model, trainer = build(cfg)
         result["hardware"] = hardware()  # after build: the thread cap is set there
@@ -178,7 +183,7 @@ def train(cfg: DictConfig) -> dict:
                       error=f"{type(e).__name__}: {e}" + (" (resume: ckpt_path=last)" if stopped else ""),
                       traceback=traceback.format_exc(),
                       wall_time_s=round(time.time() - started, 1))
-        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+        atomic_write_text(run_dir / METRICS, json.dumps(result, indent=2))
         raise
 
 
@@ -204,7 +209,7 @@ def app(cfg: DictConfig) -> float | None:
                 if isinstance(e, run_folders.RunFolderError):  # refused before it wrote anything
                     log.error("job not run: %s", e)
                 else:
-                    log.error("job failed (recorded in %s/metrics.json): %s", run_dir, e)
+                    log.error(FAILED_LINE, run_dir, e)
                 return None
             raise
     return result["val"].get(cfg.monitor.metric)  # what a sweeper optimises, in the direction of monitor.mode

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from voc_dl.data.voc import VOCDataError
+from voc_dl.data.voc import ON_BAD_IMAGE, VOCDataError
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -94,8 +94,8 @@ def load_or_build(
     `load_one` returns the arrays of one sample and raises VOCDataError for bad input: with
     on_bad_image='error' that error propagates, with 'skip' the sample is left out and recorded.
     """
-    if on_bad_image not in ("error", "skip"):
-        raise VOCDataError(f"data.on_bad_image={on_bad_image!r}; allowed: error, skip")
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise VOCDataError(f"data.on_bad_image={on_bad_image!r}; allowed: {', '.join(ON_BAD_IMAGE)}")
     spec = {**spec, "ids": hashlib.blake2b("\n".join(ids).encode(), digest_size=16).hexdigest()}
     cache_dir = Path(cache_dir)
     path = cache_dir / f"{name}-{spec_key(spec)}"

@@ -29,6 +29,9 @@ from voc_dl.data import cache
 from voc_dl.data.extra_masks import read_manifest, read_masks, unlabeled_ids
 from voc_dl.data.synthetic import generated, make_synthetic_voc
 from voc_dl.data.voc import (
+    CHANNELS,
+    VOID,
+    VOID_RULES,
     VOCDataError,
     check_classes,
     check_root,
@@ -140,12 +143,12 @@ class VOCDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         if task not in TASKS:
             raise VOCDataError(f"data.task={task!r}; allowed: {', '.join(TASKS)}")
-        if color not in ("rgb", "gray"):
-            raise VOCDataError(f"data.color={color!r}; allowed: rgb, gray")
+        if color not in CHANNELS:
+            raise VOCDataError(f"data.color={color!r}; allowed: {', '.join(CHANNELS)}")
         if not 0.0 <= val_to_train < 1.0:
             raise VOCDataError(f"data.val_to_train={val_to_train}; it is a fraction in [0, 1)")
-        if void not in ("ignore", "background"):
-            raise VOCDataError(f"data.void={void!r}; allowed: ignore, background")
+        if void not in VOID_RULES:
+            raise VOCDataError(f"data.void={void!r}; allowed: {', '.join(VOID_RULES)}")
         if image_size < 8:
             raise VOCDataError(f"data.image_size={image_size}; it must be at least 8 pixels")
         if test_split in (train_split, val_split):
@@ -257,7 +260,7 @@ class VOCDataModule(pl.LightningDataModule):
         base = check_tree(self.root, self.year)
         ids, labels = self._selection(split)
         if split == UNLABELED and not ids:  # every photograph has a mask: an empty set, which a cache cannot hold
-            channels = 3 if self.color == "rgb" else 1
+            channels = CHANNELS[self.color]
             empty = np.empty((0, self.image_size, self.image_size, channels), dtype=np.uint8)
             return cache.CacheEntry(base, {"images": empty}, [], []), None
         jpeg = [base / "JPEGImages" / f"{i}.jpg" for i in ids]
@@ -350,8 +353,8 @@ class VOCDataModule(pl.LightningDataModule):
             info["val_positives"] = dict(zip(self.classes, va_targets.sum(0).astype(int).tolist(), strict=True))
         if self.task == "segmentation":
             masks = val.arrays["masks"]
-            info["val_foreground_fraction"] = float((masks == 1).sum() / max(1, (masks != 255).sum()))
-            info["val_void_fraction"] = float((masks == 255).mean())
+            info["val_foreground_fraction"] = float((masks == 1).sum() / max(1, (masks != VOID).sum()))
+            info["val_void_fraction"] = float((masks == VOID).mean())
         return info
 
     def _loader(self, dataset: ArrayDataset, shuffle: bool) -> DataLoader:

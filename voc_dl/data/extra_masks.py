@@ -23,8 +23,8 @@ from voc_dl.data.voc import VOID, VOCDataError, read_split_ids
 MANIFEST, MASKS = "manifest.json", "masks.npy"
 FORMAT = "voc-dl extra masks 1"
 WRITE = "python -m voc_dl.pseudo_label ckpt_path=<teacher best.ckpt> out=<folder>"
-# Data keys of older configs: the teacher network ran inside the DataModule, once per DDP rank. It is a step
-# of its own now, so a config that still names them is refused with the two commands that replace them.
+# Data keys that ran the teacher network inside the DataModule, once per DDP rank; pseudo-labelling is a step
+# of its own, so a config or command that names them is refused with the two commands that replace them.
 RETIRED_KEYS = ("pseudo_label_ckpt", "pseudo_label_confidence")
 
 

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from voc_dl.data.datamodule import to_unit_float
-from voc_dl.data.voc import VOCDataError, decode_image, image_array
+from voc_dl.data.voc import CHANNELS, VOCDataError, decode_image, image_array
 
 # What a folder given as input is searched for (a file or a glob is taken as given, whatever its name).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -78,7 +78,7 @@ class ImageFiles(Dataset):
             im = decode_image(self.paths[i], fix=BAD_FILE_FIX)
             image, (width, height), error = image_array(im, self.image_size, self.color), im.size, ""
         except VOCDataError as e:
-            channels = 1 if self.color == "gray" else 3
+            channels = CHANNELS[self.color]
             image, width, height, error = np.zeros((self.image_size, self.image_size, channels), np.uint8), 0, 0, str(e)
             im = None
         sample = {"index": i, "image": image, "width": width, "height": height, "error": error}
@@ -99,8 +99,8 @@ class ImageFilesDataModule(pl.LightningDataModule):
     def __init__(self, paths: list[Path], image_size: int, color: str, batch_size: int = 32, num_workers: int = 0,
                  keep_original: bool = False):
         super().__init__()
-        if color not in ("rgb", "gray"):
-            raise VOCDataError(f"color={color!r}; allowed: rgb, gray")
+        if color not in CHANNELS:
+            raise VOCDataError(f"color={color!r}; allowed: {', '.join(CHANNELS)}")
         self.dataset = ImageFiles(paths, image_size, color, keep_original)
         self.batch_size, self.num_workers = batch_size, num_workers
 

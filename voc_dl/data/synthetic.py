@@ -199,7 +199,7 @@ def _generating(folder: Path):
     """An exclusive lock on `folder` itself among processes (POSIX flock; nothing is left in it)."""
     try:
         import fcntl
-    except ImportError:  # no fcntl (Windows): no lock, as before
+    except ImportError:  # no fcntl (Windows): generate unlocked
         yield
         return
     fd = os.open(folder, os.O_RDONLY)

@@ -22,6 +22,10 @@ VOC_CLASSES = (
 )  # fmt: skip
 VOID = 255
 YEARS = tuple(str(y) for y in range(2007, 2013))
+# data.color -> input channels of the networks; data.void and data.on_bad_image settings.
+CHANNELS = {"rgb": 3, "gray": 1}
+VOID_RULES = ("ignore", "background")
+ON_BAD_IMAGE = ("error", "skip")
 
 
 # What a damaged JPEG or PNG can raise from inside Pillow's decoders.
@@ -58,7 +62,7 @@ def check_tree(root: str | os.PathLike, year: str | int) -> Path:
         raise VOCDataError(
             f"VOC {year} not found: looked for {base}/{{{','.join(missing)}}}{hint}. "
             "Fix: set data.root to the folder that contains VOCdevkit/, or add data.download=true "
-            "to fetch the official VOC2009 trainval tar (about 900 MB)."
+            f"to fetch the official VOC{year} trainval tar."
         )
     return base
 
@@ -211,8 +215,8 @@ def load_mask(path: Path, size: int, image_path: Path | None, void: str) -> np.n
     out = ((small > 0) & (small != VOID)).astype(np.uint8)
     if void == "ignore":
         out[small == VOID] = VOID
-    elif void != "background":
-        raise VOCDataError(f"data.void={void!r}; allowed: ignore, background")
+    elif void not in VOID_RULES:
+        raise VOCDataError(f"data.void={void!r}; allowed: {', '.join(VOID_RULES)}")
     return out
 
 

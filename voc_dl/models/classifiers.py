@@ -110,9 +110,13 @@ def frozen_feature_cache(net: nn.Module, enabled: bool) -> FeatureCache | None:
     return cache
 
 
+# model.net.weights values that mean "random init".
+NO_WEIGHTS = (None, "", "none", "random")
+
+
 def load_backbone_weights(name: str, weights: str | None) -> dict[str, torch.Tensor] | None:
     """A state dict from a torchvision weight enum name (downloaded and cached) or a local file."""
-    if weights in (None, "", "none", "random"):
+    if weights in NO_WEIGHTS:
         return None
     path = Path(str(weights)).expanduser()
     if path.suffix in (".pt", ".pth", ".ckpt", ".bin") or path.exists():
@@ -132,7 +136,7 @@ def load_backbone_weights(name: str, weights: str | None) -> dict[str, torch.Ten
     try:
         return enum[weights].get_state_dict(progress=True)
     except Exception as e:
-        raise RuntimeError(f"downloading {name} weights {weights} failed ({e}). Fix: check the network, or "
+        raise ConnectionError(f"downloading {name} weights {weights} failed ({e}). Fix: check the network, or "
                            "download them elsewhere and set model.net.weights=/path/to/state_dict.pth") from None
     finally:
         socket.setdefaulttimeout(old)

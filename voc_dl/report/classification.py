@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from voc_dl.models.classifiers import NO_WEIGHTS
 from voc_dl.report import rescore, seeds
 from voc_dl.report.common import save_figure, whole_epochs, write_table
 from voc_dl.report.runs import Run, scored_on, test_note, tested
@@ -27,7 +28,7 @@ def model_name(r: Run) -> str:
         return "frozen_encoder" if net.get("freeze_encoder") else "encoder"
     if kind == "PretrainedClassifier":
         weights = net.get("weights")
-        weights = "random init" if weights in (None, "", "none", "random") else Path(str(weights)).name
+        weights = "random init" if weights in NO_WEIGHTS else Path(str(weights)).name
         return f"pretrained ({net.get('backbone')}, {weights}, {'frozen' if net.get('freeze') else 'fine-tuned'})"
     return MODEL_NAMES.get(kind) or kind
 

@@ -7,8 +7,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voc_dl.config import plumbing_keys
+from voc_dl.config import override_key, plumbing_keys
 from voc_dl.data.synthetic import generated
+from voc_dl.run_files import HISTORY, METRICS, best_ckpt
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Run:
         """The overrides that made this run, without the experiment and plumbing."""
         plumbing = plumbing_keys()
         kept = [o for o in self.metrics.get("overrides", []) if not o.startswith("hydra.")
-                and o.lstrip("+~").split("=", 1)[0] not in plumbing]
+                and override_key(o) not in plumbing]
         return ",".join(kept) or self.path.name
 
     def val(self, key: str, default=float("nan")) -> float:
@@ -118,7 +119,7 @@ def test_note(runs: list[Run]) -> list[str]:
 
 
 def read_run(path: Path) -> Run:
-    metrics_file = path / "metrics.json"
+    metrics_file = path / METRICS
     if metrics_file.is_file():
         try:
             metrics = json.loads(metrics_file.read_text())
@@ -138,8 +139,8 @@ def read_run(path: Path) -> Run:
     if "config" not in metrics and (path / ".hydra" / "config.yaml").is_file():
         metrics["config"] = saved_config(path)
     history = []
-    if (path / "history.csv").is_file():
-        with open(path / "history.csv") as f:
+    if (path / HISTORY).is_file():
+        with open(path / HISTORY) as f:
             history = list(csv.DictReader(f))
     if metrics["status"] != "ok" and "val" not in metrics and history:
         metrics = best_so_far(path, metrics, history)
@@ -162,7 +163,7 @@ def best_so_far(path: Path, metrics: dict, history: list[dict]) -> dict:
     pick = min if mode == "min" else max
     best = pick(scored, key=lambda r: float(r[monitor]))
     val = {k: float(v) for k, v in best.items() if k.startswith("val/") and v not in (None, "")}
-    ckpt = path / "checkpoints" / "best.ckpt"
+    ckpt = best_ckpt(path)
     return {**metrics, "val": val, "epochs": len(history), "best_epoch": int(best["epoch"]),
             **({"best_ckpt": str(ckpt)} if ckpt.is_file() else {}),
             "error": f"val at best epoch {best['epoch']} of {len(history)} (history.csv); {metrics.get('error', '')}"}
@@ -203,5 +204,5 @@ def saved_config(path: Path) -> dict | None:
 def collect(root: str | Path) -> list[Run]:
     """Every run folder below root: those with metrics.json and those Hydra started that wrote none."""
     root = Path(root)
-    dirs = {p.parent for p in root.rglob("metrics.json")} | {p.parent for p in root.rglob(".hydra")}
+    dirs = {p.parent for p in root.rglob(METRICS)} | {p.parent for p in root.rglob(".hydra")}
     return sorted((read_run(d) for d in dirs), key=lambda r: str(r.path))

@@ -14,7 +14,7 @@ import os
 import statistics
 from collections.abc import Callable, Hashable, Iterable
 
-from voc_dl.config import RESULT_NEUTRAL, comparable
+from voc_dl.config import RESULT_NEUTRAL, comparable, override_key, result_neutral
 from voc_dl.report.common import STD
 from voc_dl.report.runs import Run
 
@@ -28,15 +28,14 @@ def config_key(run: Run) -> str:
     The recorded job config without the seed and the keys that change nothing computed (paths, devices,
     threads, logger; config.RESULT_NEUTRAL), beside the task and the data set. plumbing_keys() would say too
     little: it leaves trainer.max_epochs or data.root out of folder names, not out of what a run computes.
-    Runs from before metrics.json recorded the job config compare their model and data settings, length,
+    Runs whose metrics.json has no job config compare their model and data settings, length,
     precision and overrides instead.
     """
     ignore = (*RESULT_NEUTRAL, *SEED_KEYS)
     if "job_config" in run.metrics:
         what = comparable(run.metrics["job_config"], ignore)
     else:
-        keys = {o: o.lstrip("+~").split("=", 1)[0] for o in run.metrics.get("overrides", [])}
-        overrides = [o for o, k in keys.items() if not any(k == i or k.startswith(i + ".") for i in ignore)]
+        overrides = [o for o in run.metrics.get("overrides", []) if not result_neutral(override_key(o), ignore)]
         what = {"config": comparable(run.metrics.get("config") or {}, ignore), "overrides": sorted(overrides),
                 "max_epochs": run.metrics.get("max_epochs"), "precision": run.metrics.get("precision")}
     return json.dumps([run.task, run.data_name, what], sort_keys=True, default=str)

@@ -16,6 +16,7 @@ from voc_dl.report import rescore, seeds
 from voc_dl.report.common import no_ticks, save_figure, to_hwc, whole_epochs, write_table
 from voc_dl.report.runs import Run, scored_on, test_note, tested
 from voc_dl.report.study import TABLE3
+from voc_dl.run_files import METRICS
 from voc_dl.tasks.segmentation import per_image_dice_iou
 
 TASKS = ("segmentation", "segmentation_improved", "segmentation_selftrain")
@@ -51,7 +52,7 @@ def colour(r: Run) -> str:
 
 def teacher_dice(ckpt: str) -> float | None:
     """The val Dice of the run a teacher checkpoint came from, when it sits in its run folder."""
-    metrics = Path(ckpt).parent.parent / "metrics.json"
+    metrics = Path(ckpt).parent.parent / METRICS
     try:
         return float(json.loads(metrics.read_text())["val"]["val/dice"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -29,7 +29,8 @@ class VOCTask(pl.LightningModule):
         monitor: dict | None = None,
     ):
         super().__init__()
-        # the run's `monitor` (conf/train.yaml): it steps a plateau scheduler and stops early
+        # the run's `monitor` (conf/train.yaml): it steps a plateau scheduler and stops early; a task built
+        # without a run config (from Python, or from a checkpoint that predates the key) watches val/loss
         self.monitor = dict(monitor or {"metric": "val/loss", "mode": "min"})
         self.optimizer_config, self.scheduler_config = optimizer, scheduler
         self.channels_last = channels_last
