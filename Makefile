@@ -104,6 +104,7 @@ bench: $(STAMP) ## the performance report: every net against the matmul peak, vo
 
 bench-fidelity: $(STAMP) ## fp32 versus the fast default: end-of-run metrics (+ seed spread), then lockstep against one ulp (DATASET=..., ARGS="--seeds 3 --jobs 6"; ~2 h on 2 CPU cores)
 	@# lockstep runs even when fidelity fails (it is the explanation); make then fails with fidelity's status
+	$(if $(DATA),$(error bench-fidelity takes a named data set: DATASET=synthetic|shared_voc|shared_voc_study, not DATA=))
 	$(PY) benchmarks/fidelity.py --dataset $(DATASET) $(ARGS); status=$$?; \
 	$(PY) benchmarks/lockstep.py --dataset $(DATASET) && exit $$status
 

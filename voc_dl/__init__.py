@@ -1,5 +1,6 @@
 """voc-dl: the PASCAL VOC-2009 deep-learning study as a Lightning + Hydra experiment framework."""
 
+import importlib.metadata
 import os
 import re
 import uuid
@@ -65,4 +66,7 @@ OmegaConf.register_new_resolver("sweep_folder", _sweep_folder, replace=True, use
 OmegaConf.register_new_resolver("job_folder", _job_folder, replace=True)
 OmegaConf.register_new_resolver("launch", lambda: os.environ.setdefault(LAUNCH_ENV, uuid.uuid4().hex), replace=True)
 
-__version__ = "0.1.0"
+try:  # pyproject.toml holds the version
+    __version__ = importlib.metadata.version("voc-dl")
+except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+    __version__ = "unknown"

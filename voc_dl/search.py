@@ -104,7 +104,8 @@ class ResumableOptunaSweeper(OptunaSweeperImpl):
         if known is None:
             study.set_user_attr("search", definition)
             known = definition
-        known["fixed"] = {k: v for k, v in known["fixed"].items() if not result_neutral(k)}  # a study may have stored them
+        # a study's stored definition may hold result-neutral keys: they are not part of what it compares
+        known["fixed"] = {k: v for k, v in known["fixed"].items() if not result_neutral(k)}
         if known != definition:
             changed = sorted(k for k in set(known["fixed"]) | set(definition["fixed"])
                              if known["fixed"].get(k) != definition["fixed"].get(k))
