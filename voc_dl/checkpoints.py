@@ -7,6 +7,7 @@ from the checkpoint's `voc_dl_task` entry. Eval, the report, pseudo-labelling an
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from pathlib import Path
 
@@ -51,6 +52,24 @@ def checkpoint_file(value) -> Path:
         raise FileNotFoundError(f"ckpt_path={value}: no such file. Fix: give a checkpoint such as "
                                 "outputs/runs/<experiment>/<time>/checkpoints/best.ckpt")
     return ckpt
+
+
+def sha256(path: Path) -> str:
+    """A checkpoint's digest, recorded by what is derived from it (pseudo-labels, exported files)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def for_inference(task, kind: str, tta: bool, ckpt_path) -> None:
+    """Ready a loaded task for images it sees once: the segmenter's flip test-time augmentation when asked
+    (a one-line error for other tasks), and no feature cache (nothing to reuse; it hashes images in Python)."""
+    if tta:
+        if kind != "segmentation":
+            raise ConfigError(f"tta=true is the segmenters' flip test-time augmentation; ckpt_path={ckpt_path} "
+                              f"is a {kind} model. Fix: drop tta=true")
+        task.tta = True
+    if getattr(task.net, "feature_cache", None) is not None:
+        task.net.feature_cache = None
 
 
 def load_task(ckpt_path: str | Path, model_cfg: dict | None = None, overrides: dict | None = None):

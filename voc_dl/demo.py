@@ -33,20 +33,23 @@ from voc_dl.run_files import METRICS
 
 
 def shortened() -> list[str]:
-    """What the demo shortens against the study (conf/experiment/*.yaml), read from conf/debug/demo_*.yaml."""
-    ae, cls, seg = (OmegaConf.load(CONF_DIR / "debug" / f"demo_{s}.yaml")
-                    for s in ("autoencoder", "classification", "segmentation"))
-    size = ae.data.image_size
-    codes = ", ".join(f"{c} -> {c * size**2 // 128**2}" for c in (2048, 4096, 8192))
+    """What the demo shortens (conf/debug/demo_*.yaml) against the study's recipes (conf/experiment/*.yaml)."""
+    sections = ("autoencoder", "classification", "segmentation")
+    ae, cls, seg = (OmegaConf.load(CONF_DIR / "debug" / f"demo_{s}.yaml") for s in sections)
+    s_ae, s_cls, s_seg = (OmegaConf.load(CONF_DIR / "experiment" / f"{s}.yaml") for s in sections)
+    size, study_size = ae.data.image_size, s_ae.data.image_size
+    codes = ", ".join(f"{c} -> {c * size**2 // study_size**2}" for c in (2048, 4096, 8192))
     return [
-        f"autoencoders: {ae.trainer.max_epochs} epochs (study: 60) of the improved recipe "
+        f"autoencoders: {ae.trainer.max_epochs} epochs (study: {s_ae.trainer.max_epochs}) of the improved recipe "
         "(experiment=autoencoder_improved: batch-norm, AdamW, a cosine schedule; the study's RMSprop does not "
-        f"learn in so few steps), on {size}x{size} images (study: 128), so each code size keeps the study's "
-        f"encoder depth but codes fewer variables ({codes})",
-        f"classifiers: {cls.trainer.max_epochs} epochs (study: 60) of batch {cls.data.batch_size} (study: 32) on "
-        f"{cls.data.image_size}x{cls.data.image_size} images (study: 128); the frozen encoder is the demo's "
-        "8192-code autoencoder's, with its batch-norm",
-        f"segmenters: {seg.trainer.max_epochs} epochs (study: 40) of batch {seg.data.batch_size} (study: 32)",
+        f"learn in so few steps), on {size}x{size} images (study: {study_size}), so each code size keeps the "
+        f"study's encoder depth but codes fewer variables ({codes})",
+        f"classifiers: {cls.trainer.max_epochs} epochs (study: {s_cls.trainer.max_epochs}) of batch "
+        f"{cls.data.batch_size} (study: {s_cls.data.batch_size}) on {cls.data.image_size}x{cls.data.image_size} "
+        f"images (study: {s_cls.data.image_size}); the frozen encoder is the demo's 8192-code autoencoder's, "
+        "with its batch-norm",
+        f"segmenters: {seg.trainer.max_epochs} epochs (study: {s_seg.trainer.max_epochs}) of batch "
+        f"{seg.data.batch_size} (study: {s_seg.data.batch_size})",
         "every run picks its best epoch on its first few validation batches (trainer.limit_val_batches), then "
         "scores that checkpoint on the whole validation split, as the baselines are",
     ]

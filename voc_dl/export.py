@@ -16,7 +16,6 @@ are the optional extra `pip install -e '.[export]'`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import io
 import json
@@ -33,7 +32,7 @@ from torch import nn
 import voc_dl
 from voc_dl import cli
 from voc_dl.atomic import atomic_write_bytes
-from voc_dl.checkpoints import checkpoint_file, load_task
+from voc_dl.checkpoints import checkpoint_file, for_inference, load_task, sha256
 from voc_dl.config import ConfigError
 from voc_dl.data.image_files import preprocessing
 from voc_dl.data.voc import CHANNELS
@@ -65,8 +64,6 @@ class Inference(nn.Module):
 
 def inference_module(task) -> Inference:
     task.channels_last = False  # a plain graph: memory format is the runtime's business
-    if getattr(task.net, "feature_cache", None) is not None:
-        task.net.feature_cache = None  # hashes images in Python: not part of a graph
     return Inference(task).eval()
 
 
@@ -188,11 +185,7 @@ def _export(cfg: DictConfig) -> dict:
     ckpt = checkpoint_file(cfg.ckpt_path)
     task, trained_on = load_task(ckpt)
     kind = trained_on.get("task")
-    if cfg.tta:
-        if kind != "segmentation":
-            raise ConfigError(f"tta=true is the segmenters' flip test-time augmentation; ckpt_path={cfg.ckpt_path} "
-                              f"is a {kind} model. Fix: drop tta=true")
-        task.tta = True
+    for_inference(task, kind, cfg.tta, cfg.ckpt_path)
     out = Path(cfg.out).expanduser() if cfg.out else Path(cfg.paths.run_dir) / f"{kind}{FORMATS[cfg.format]}"
     if out.is_dir():
         raise ConfigError(f"out={cfg.out} is a folder. Fix: out=<a file>, e.g. outputs/export/model"
@@ -201,9 +194,7 @@ def _export(cfg: DictConfig) -> dict:
     channels, size = CHANNELS[trained_on.get("color", "rgb")], int(trained_on["image_size"])
     # batch 2 to trace: torch.export would take a batch of 1 for a constant
     example = torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(0))
-    with open(ckpt, "rb") as f:
-        sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-    meta = metadata(task, trained_on, cfg.threshold, ckpt.resolve(), sha256)
+    meta = metadata(task, trained_on, cfg.threshold, ckpt.resolve(), sha256(ckpt))
     if cfg.format == "onnx":
         export_onnx(module, example, meta, out, OUTPUTS[kind])
     else:

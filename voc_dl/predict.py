@@ -37,7 +37,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 import voc_dl  # noqa: F401  (registers the config resolvers)
 from voc_dl import cli
 from voc_dl.atomic import atomic_write_bytes
-from voc_dl.checkpoints import checkpoint_file, load_task
+from voc_dl.checkpoints import checkpoint_file, for_inference, load_task
 from voc_dl.config import ConfigError
 from voc_dl.data.image_files import ImageFilesDataModule, find_images, preprocessing
 from voc_dl.data.voc import ON_BAD_IMAGE, VOCDataError
@@ -213,13 +213,7 @@ def _predict(cfg: DictConfig, result: dict) -> dict:
         check_out(out, paths, spec)
     task, trained_on = load_task(ckpt)
     kind = trained_on.get("task")
-    if cfg.tta:
-        if kind != "segmentation":
-            raise ConfigError(f"tta=true is the segmenters' flip test-time augmentation; ckpt_path={cfg.ckpt_path} "
-                              f"is a {kind} model. Fix: drop tta=true")
-        task.tta = True
-    if getattr(task.net, "feature_cache", None) is not None:
-        task.net.feature_cache = None  # each image is seen once: nothing to reuse
+    for_inference(task, kind, cfg.tta, cfg.ckpt_path)
     image_size, color = trained_on["image_size"], trained_on.get("color", "rgb")
     result.update(ckpt_path=str(ckpt.resolve()), task=kind, input=specs, out=str(out), images=len(paths),
                   threshold=cfg.threshold, tta=bool(cfg.tta), output=task.OUTPUT,

@@ -12,7 +12,6 @@ never into the data root; training reads them without running any network.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import voc_dl  # noqa: F401  (registers the config resolvers)
 from voc_dl import cli
-from voc_dl.checkpoints import load_task
+from voc_dl.checkpoints import load_task, sha256
 from voc_dl.config import ConfigError
 from voc_dl.data import extra_masks
 from voc_dl.data.voc import VOID
@@ -45,11 +44,6 @@ def pseudo_masks(teacher, images: np.ndarray, confidence: float, batch_size: int
         mask[prob <= 1 - confidence] = 0
         out[start:start + len(x)] = mask.numpy()
     return out
-
-
-def sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def pseudo_label(cfg: DictConfig) -> dict:
