@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from voc_dl.cli import prepare_overrides
+from voc_dl.cli import one_line_errors, prepare_overrides
 from voc_dl.demo import _quote, merged
 
 
@@ -67,6 +67,31 @@ def test_errors_are_one_line_without_a_traceback(argv, message, tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith(message) and out.stderr.count("\n") == 1, out.stderr
     assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_a_diverged_run_and_a_failed_weight_download_end_in_one_line(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+    from torchvision.models import WeightsEnum
+
+    from voc_dl.callbacks import FiniteGuard
+    from voc_dl.models.classifiers import load_backbone_weights
+
+    def offline(self, *args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    diverged = SimpleNamespace(sanity_checking=False, current_epoch=3, callback_metrics={"val/loss": torch.tensor(
+        float("nan"))})
+    for fails, message in ((lambda: FiniteGuard().on_validation_end(diverged, None),
+                            "voc-dl: error: val/loss is nan at epoch 3: training diverged."),
+                           (lambda: load_backbone_weights("resnet18", "IMAGENET1K_V1"),
+                            "voc-dl: error: downloading resnet18 weights IMAGENET1K_V1 failed")):
+        with pytest.raises(SystemExit) as stop, one_line_errors():
+            fails()
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.startswith(message) and err.count("\n") == 1 and "Fix:" in err, err
 
 
 @pytest.mark.slow
