@@ -83,7 +83,8 @@ def test_each_command_is_a_launch_whose_jobs_know_each_other(compose_cfg, tmp_pa
     """voc_dl.cli.run gives every command a launch id of its own; the jobs of its sweep, in this process or in the
     processes its launcher starts (which inherit the environment), claim their folders under it, so two jobs named
     alike know each other as siblings."""
-    from voc_dl import LAUNCH_ENV, cli
+    from voc_dl import cli
+    from voc_dl.cli import LAUNCH_ENV
 
     monkeypatch.setenv(LAUNCH_ENV, "")
     ids = []

@@ -52,9 +52,6 @@ def _sweep_folder(base, stamp, resume, overrides):
 # per job, so not cached. `${launch:}`: the id of this launch of a command, which all its jobs share: voc_dl.cli.run
 # sets a new one for every command, and the processes a launcher starts (joblib workers, SLURM jobs) inherit it.
 # (Hydra's resolver cache would not do: with hydra.sweep.dir given, the launching process resolves nothing of it.)
-LAUNCH_ENV = "VOC_DL_LAUNCH"
-
-
 def _job_folder(sweep_dir, name, num, launch, _root_):
     from voc_dl import run_folders
 
@@ -64,7 +61,13 @@ def _job_folder(sweep_dir, name, num, launch, _root_):
 OmegaConf.register_new_resolver("run_folder", _run_folder, replace=True, use_cache=True)
 OmegaConf.register_new_resolver("sweep_folder", _sweep_folder, replace=True, use_cache=True)
 OmegaConf.register_new_resolver("job_folder", _job_folder, replace=True)
-OmegaConf.register_new_resolver("launch", lambda: os.environ.setdefault(LAUNCH_ENV, uuid.uuid4().hex), replace=True)
+def _launch():
+    from voc_dl.cli import LAUNCH_ENV
+
+    return os.environ.setdefault(LAUNCH_ENV, uuid.uuid4().hex)
+
+
+OmegaConf.register_new_resolver("launch", _launch, replace=True)
 
 try:  # pyproject.toml holds the version
     __version__ = importlib.metadata.version("voc-dl")

@@ -18,7 +18,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from voc_dl import LAUNCH_ENV
 from voc_dl.data.extra_masks import RETIRED_KEYS, retired
 
 TRAINER_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "trainer" / "default.yaml"
@@ -26,6 +25,8 @@ TRAINER_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "trainer" / "d
 # FloatingPointError: a run that diverged; ConnectionError: a download that failed.
 USER_ERRORS = (ValueError, FileNotFoundError, MissingMandatoryValue, FloatingPointError, ConnectionError)
 EXIT_USAGE = 2
+# The id of one launch of a command, shared by all its jobs (the `${launch:}` resolver, voc_dl/__init__.py).
+LAUNCH_ENV = "VOC_DL_LAUNCH"
 
 
 class UsageError(ValueError):
