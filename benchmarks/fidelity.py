@@ -32,6 +32,8 @@ from pathlib import Path
 
 from common import save  # benchmarks/ is on sys.path when a script runs
 
+from voc_dl.run_files import METRICS
+
 SECTIONS = {  # experiment -> extra overrides
     "autoencoder": ["model.code_size=2048"],
     "autoencoder_improved": ["model.code_size=2048"],
@@ -85,7 +87,7 @@ def train(experiment: str, args, out: Path) -> tuple[dict[str, list[dict]], tupl
         return [*overrides, f"fp32={str(key[0] == 'fp32').lower()}", f"seed={key[1]}"]
 
     def finished(key: tuple[str, int]) -> bool:
-        path = folders[key] / "metrics.json"
+        path = folders[key] / METRICS
         if not path.exists():
             return False
         if made_with(json.loads(path.read_text()), full(key)):
@@ -109,7 +111,7 @@ def train(experiment: str, args, out: Path) -> tuple[dict[str, list[dict]], tupl
         list(pool.map(launch, todo))  # list() re-raises the first failure
     found: dict[str, list[dict]] = {}
     for (name, _), folder in folders.items():
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = json.loads((folder / METRICS).read_text())
         if metrics["status"] != "ok":
             raise RuntimeError(f"{experiment} {folder} failed: {metrics.get('error')}")
         found.setdefault(name, []).append(metrics)

@@ -155,7 +155,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(compose_cfg, 
         train(cfg)
     run = tmp_path / "run"
     saved = json.loads((run / "metrics.json").read_text())
-    assert saved["status"] == "failed" and "FloatingPointError" in saved["error"]
+    assert saved["status"] == "failed" and "DivergedError" in saved["error"]
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 0, "the NaN epoch wrote no checkpoint"
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())

@@ -110,6 +110,10 @@ class RngState(Callback):
     on_train_start = on_fit_start  # strategies that restore callbacks only after setup (FSDP, DeepSpeed)
 
 
+class DivergedError(FloatingPointError, ValueError):
+    """A run whose validation loss is not finite; its message names the last good checkpoint and the fix."""
+
+
 class FiniteGuard(Callback):
     """Stop at the first validation whose loss is NaN/Inf, before that epoch's checkpoint is written.
 
@@ -122,7 +126,7 @@ class FiniteGuard(Callback):
             return
         loss = trainer.callback_metrics.get("val/loss")
         if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(
+            raise DivergedError(
                 f"val/loss is {float(loss)} at epoch {trainer.current_epoch}: training diverged. "
                 "The last good checkpoint is checkpoints/last.ckpt. Fix: lower model.optimizer.lr, "
                 "or use fp32=true to rule out precision"

@@ -21,9 +21,9 @@ from omegaconf.errors import MissingMandatoryValue
 from voc_dl.data.extra_masks import RETIRED_KEYS, retired
 
 TRAINER_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "trainer" / "default.yaml"
-# Errors whose message is the whole story (key, value, fix); anything else keeps its traceback.
-# FloatingPointError: a run that diverged; ConnectionError: a download that failed.
-USER_ERRORS = (ValueError, FileNotFoundError, MissingMandatoryValue, FloatingPointError, ConnectionError)
+# Errors whose message is the whole story (key, value, fix); anything else keeps its traceback. voc-dl's own
+# errors of other kinds (a diverged run, a failed weight download) subclass ValueError too.
+USER_ERRORS = (ValueError, FileNotFoundError, MissingMandatoryValue)
 EXIT_USAGE = 2
 # The id of one launch of a command, shared by all its jobs (the `${launch:}` resolver, voc_dl/__init__.py).
 LAUNCH_ENV = "VOC_DL_LAUNCH"

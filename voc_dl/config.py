@@ -37,12 +37,15 @@ def plumbing_keys() -> frozenset[str]:
 
 
 # Keys that say where and on what a run executes, not what it computes: two runs that differ only in these are
-# the same job (a resume may move it to a GPU or another cache). `callbacks` write the run's files (checkpoints
-# chosen by `monitor`, which is compared; history.csv) and guard it; they do not change its numbers. Narrower
-# than plumbing_keys(), which also leaves trainer.max_epochs, data.root or model.encoder_ckpt out of folder
-# names for readability only.
-RESULT_NEUTRAL = ("hydra", "paths", "ckpt_path", "resume", "threads", "logger", "callbacks", "data.cache_dir",
-                  "trainer.accelerator", "trainer.devices")
+# the same job (a resume may move it to a GPU or another cache), and so are the callbacks' folder arguments
+# (`run_dir`, or `dirpath` / `path` in records of runs that named the files there). Narrower than
+# plumbing_keys(), which also leaves trainer.max_epochs, data.root or model.encoder_ckpt out of folder names
+# for readability only.
+RESULT_NEUTRAL = ("hydra", "paths", "ckpt_path", "resume", "threads", "logger", "data.cache_dir",
+                  "trainer.accelerator", "trainer.devices",
+                  "callbacks.model_checkpoint.run_dir", "callbacks.model_checkpoint.dirpath",
+                  "callbacks.last_checkpoint.run_dir", "callbacks.last_checkpoint.dirpath",
+                  "callbacks.history.run_dir", "callbacks.history.path")
 
 
 def job_config(cfg: DictConfig) -> dict:

@@ -83,7 +83,7 @@ def _python() -> str:
 
 # voc_dl.train's DONE_LINE and FAILED_LINE (tests/test_demo.py formats them and reads them back)
 DONE = re.compile(r"(done: .*?) \| checkpoint .*\| run folder (\S+)")
-FAILED = re.compile(r"job failed \(recorded in (\S+?)/metrics.json\): (.*)")
+FAILED = re.compile(r"job failed \(recorded in (\S+?)/" + re.escape(METRICS) + r"\): (.*)")
 
 # glibc hands the large activation buffers a training step frees back to the system, and the next step
 # page-faults them in again: with these thresholds it keeps them. Measured on the 2-core EPYC, one thread,

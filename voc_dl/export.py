@@ -209,8 +209,8 @@ def _export(cfg: DictConfig) -> dict:
              "runtime": runtime(cfg.format)}
     if not diff <= CHECK_ATOL:
         raise ValueError(f"{out}: the exported model disagrees with PyTorch (max |difference| {diff:.3g}, output "
-                           f"shape {list(got.shape)} for {list(expected.shape)}). Fix: try format=torchscript, and "
-                           "report the checkpoint's network")
+                         f"shape {list(got.shape)} for {list(expected.shape)}). Fix: try format=torchscript, and "
+                         "report the checkpoint's network")
     return {"ckpt_path": str(ckpt.resolve()), "task": kind, "format": cfg.format, "out": str(out.absolute()),
             "bytes": out.stat().st_size, "metadata": meta, "check": check, "hardware": hardware()}
 

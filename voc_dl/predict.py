@@ -200,7 +200,8 @@ def _predict(cfg: DictConfig, result: dict) -> dict:
             raise ConfigError(f"{key} is required. Fix: python -m voc_dl.predict ckpt_path=<run>/checkpoints/"
                               "best.ckpt input=<an image, a folder of images, or a glob such as 'photos/*.jpg'>")
     if cfg.on_bad_image not in ON_BAD_IMAGE:
-        raise ConfigError(f"on_bad_image={cfg.on_bad_image!r}; allowed: skip (a CSV row with the error), error")
+        raise ConfigError(f"on_bad_image={cfg.on_bad_image!r}; allowed: {', '.join(ON_BAD_IMAGE)} (skip: a CSV row "
+                          "with the error)")
     if not 0 <= cfg.threshold <= 1:
         raise ConfigError(f"threshold={cfg.threshold}: a probability in [0, 1]")
     if cfg.batch_size < 1:

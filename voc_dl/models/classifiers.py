@@ -110,6 +110,10 @@ def frozen_feature_cache(net: nn.Module, enabled: bool) -> FeatureCache | None:
     return cache
 
 
+class WeightsDownloadError(ConnectionError, ValueError):
+    """torchvision weights that could not be fetched; the message says how to give them as a file."""
+
+
 # model.net.weights values that mean "random init".
 NO_WEIGHTS = (None, "", "none", "random")
 
@@ -136,8 +140,8 @@ def load_backbone_weights(name: str, weights: str | None) -> dict[str, torch.Ten
     try:
         return enum[weights].get_state_dict(progress=True)
     except Exception as e:
-        raise ConnectionError(f"downloading {name} weights {weights} failed ({e}). Fix: check the network, or "
-                           "download them elsewhere and set model.net.weights=/path/to/state_dict.pth") from None
+        raise WeightsDownloadError(f"downloading {name} weights {weights} failed ({e}). Fix: check the network, "
+                                   "or download them elsewhere and set model.net.weights=<state_dict file>") from None
     finally:
         socket.setdefaulttimeout(old)
 
