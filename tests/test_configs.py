@@ -132,3 +132,21 @@ def test_sweep_folders_are_named_by_overrides_and_plumbing_only_jobs_get_their_o
         assert cfg.hydra.sweep.subdir == "trainer.limit_train_batches=2,model.loss=dice"
         cfg.hydra.job.override_dirname = ""  # e.g. only threads=1 and ~logger, both excluded from names
         assert cfg.hydra.sweep.subdir == "defaults"
+
+
+def test_a_run_recorded_with_the_callbacks_file_paths_is_the_same_job_but_other_callbacks_are_not(compose_cfg):
+    from voc_dl.config import differences, job_config
+
+    new = job_config(compose_cfg(["experiment=segmentation"]))
+    # how a run recorded before the callbacks took the run folder names its files
+    old = OmegaConf.to_container(OmegaConf.create(new))
+    for name, key, value in (("model_checkpoint", "dirpath", "${paths.run_dir}/checkpoints"),
+                             ("last_checkpoint", "dirpath", "${paths.run_dir}/checkpoints"),
+                             ("history", "path", "${paths.run_dir}/history.csv")):
+        del old["callbacks"][name]["run_dir"]
+        old["callbacks"][name][key] = value
+    assert differences(old, new) == {}
+    old["callbacks"]["rng_state"] = None  # resumed draws would differ (tests/test_reliability.py)
+    old["callbacks"]["model_checkpoint"]["monitor"] = "val/iou"
+    assert set(differences(old, new)) == {"callbacks.rng_state", "callbacks.rng_state._target_",
+                                          "callbacks.model_checkpoint.monitor"}
