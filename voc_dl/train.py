@@ -146,8 +146,8 @@ def record(cfg: DictConfig, result: dict, trainer, fitted: dict, data_info: dict
     key = cfg.monitor.metric
     test_key = "test/" + key.removeprefix("val/")
     tested = f" ({test_key}={result['test'][test_key]:.4f})" if test_key in result.get("test", {}) else ""
-    log.info(DONE_LINE, key,
-             result["val"].get(key, float("nan")), tested, result["best_epoch"], epochs, result["best_ckpt"], run_dir)
+    log.info(DONE_LINE, key, result["val"].get(key, float("nan")), tested, result["best_epoch"], epochs,
+             result["best_ckpt"], run_dir)
     return result
 
 
