@@ -35,7 +35,7 @@ SEEDS_ALL := $(if $(SEEDS),seed=$(shell seq -s, 1 $(SEEDS)))
 SEED_FIRST := $(if $(SEEDS),seed=1)
 SEEDS_REST := $(if $(SEEDS),$(if $(filter-out 1,$(SEEDS)),seed=$(shell seq -s, 2 $(SEEDS))))
 # Runs that later steps read are single runs in folders of their own: a sweep names job folders by their
-# overrides, which PRECISION=, EPOCHS= or ARGS= change, so no line below guesses such a name.
+# overrides, which PRECISION= or ARGS= change, so no line below guesses such a name.
 # Section 1's 8192-code MSE autoencoder (one of Table 1's six jobs), the encoder of `make classifiers`:
 ENCODER_RUN := $(STUDY)/encoder
 ENCODER ?= $(ENCODER_RUN)/checkpoints/best.ckpt
