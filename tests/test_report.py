@@ -154,6 +154,20 @@ def test_an_older_run_that_validated_a_subset_is_scored_again_once(tiny_report, 
 
 
 @tiny_report_group
+def test_an_unfinished_run_that_validated_every_image_is_not_called_re_scored(tiny_report, monkeypatch, tmp_path):
+    study, _, _ = tiny_report
+    run = next(r for r in collect(study) if r.task == "segmentation" and r.ok)
+    n_val = run.metrics["data"]["val_images"]
+    # a killed run's metrics.json has no split size, and batches x batch size overshoots a partial last batch
+    unfinished = dataclasses.replace(run, metrics={k: v for k, v in run.metrics.items()
+                                                   if k not in ("val_scope", "data")})
+    monkeypatch.setattr(rescore, "validated_images", lambda r: n_val + 7)
+    [scoped] = rescore.on_full_split([unfinished], tmp_path)
+    assert scoped.metrics["val_scope"] == {"images": n_val} and rescore.scope_cell(scoped) == str(n_val)
+    assert scoped.metrics["val"] == run.metrics["val"] and rescore.note([scoped]) == []
+
+
+@tiny_report_group
 @pytest.mark.skipif(check.chromium() is None, reason="no chromium on PATH: the report's browser check needs it "
                     "(Debian: apt-get install -y chromium; .ci/run installs it)")
 def test_the_report_in_a_browser_loads_every_image_and_fits_the_page(tiny_report):

@@ -71,6 +71,8 @@ def full_split(run: Run, scores: dict) -> Run:
         val, total = score(run)
         scores[str(ckpt)] = {"stamp": stamp, "val": val, "images": total}
     kept = scores[str(ckpt)]
+    if validated is not None and validated >= kept["images"]:  # an unfinished run records no split size
+        return _with(run, run.metrics["val"], {"images": kept["images"]})
     return _with(run, kept["val"], {"images": kept["images"], "validated": validated})
 
 
