@@ -162,6 +162,7 @@ def test_an_unfinished_run_that_validated_every_image_is_not_called_re_scored(ti
     unfinished = dataclasses.replace(run, metrics={k: v for k, v in run.metrics.items()
                                                    if k not in ("val_scope", "data")})
     monkeypatch.setattr(rescore, "validated_images", lambda r: n_val + 7)
+    monkeypatch.setattr(rescore, "score", lambda r: pytest.fail("scored again a run that had validated every image"))
     [scoped] = rescore.on_full_split([unfinished], tmp_path)
     assert scoped.metrics["val_scope"] == {"images": n_val} and rescore.scope_cell(scoped) == str(n_val)
     assert scoped.metrics["val"] == run.metrics["val"] and rescore.note([scoped]) == []

@@ -61,7 +61,9 @@ def full_split(run: Run, scores: dict) -> Run:
     if run.metrics.get("val_scope") == "whole split":  # voc_dl.train scored the best checkpoint on all of it
         return _with(run, run.metrics["val"], {"images": total})
     validated = validated_images(run)
-    if validated is not None and validated == total:
+    if validated is not None and total is None:  # a killed run's metrics.json records no split size
+        total = len(datamodule_from(run.data_cfg).val_set)
+    if validated is not None and validated >= total:
         return _with(run, run.metrics["val"], {"images": total})
     if not run.metrics.get("best_ckpt") or not Path(run.metrics["best_ckpt"]).is_file():
         return _with(run, run.metrics["val"], {"images": None})  # e.g. fast_dev_run: no checkpoint to score
@@ -71,8 +73,6 @@ def full_split(run: Run, scores: dict) -> Run:
         val, total = score(run)
         scores[str(ckpt)] = {"stamp": stamp, "val": val, "images": total}
     kept = scores[str(ckpt)]
-    if validated is not None and validated >= kept["images"]:  # an unfinished run records no split size
-        return _with(run, run.metrics["val"], {"images": kept["images"]})
     return _with(run, kept["val"], {"images": kept["images"], "validated": validated})
 
 
