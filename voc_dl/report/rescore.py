@@ -35,9 +35,7 @@ def validated_images(run: Run) -> int | None:
         batches = state["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]["current"]["completed"]
     except KeyError:
         return None
-    total = (run.metrics.get("data") or {}).get("val_images")
-    scored = batches * run.data_cfg.get("batch_size", 1)
-    return min(scored, total) if total is not None else scored
+    return batches * run.data_cfg.get("batch_size", 1)  # a partial last batch counts whole: compare with >=
 
 
 def on_full_split(runs: list[Run], out: Path) -> list[Run]:
